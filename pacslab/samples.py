@@ -249,8 +249,9 @@ def pydicom_sample_files() -> list[Path]:
     """pydicom's shipped dicomdirtests series (3 patients, 7 studies) plus CT_small and MR_small."""
     root = Path(pydicom.data.get_testdata_file("CT_small.dcm") or "").parent
     # The three patient folders hold the instances; DICOMDIR variants and READMEs are not images.
-    patients = [d for d in (root / "dicomdirtests").iterdir() if d.is_dir() and d.name.isdigit()]
-    series = sorted(p for d in patients for p in d.rglob("*") if p.is_file())
+    names = ("DICOMDIR", "README")
+    files = (root / "dicomdirtests").rglob("*")
+    series = sorted(p for p in files if p.is_file() and not p.name.startswith(names))
     return [*series, root / "CT_small.dcm", root / "MR_small.dcm"]
 
 
