@@ -119,7 +119,8 @@ def default_config_path(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     if env.get("PACSLAB_CONFIG"):
         return Path(env["PACSLAB_CONFIG"]).expanduser()
-    return Path("~/.config/pacslab/config.toml").expanduser()
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return home / ".config" / "pacslab" / "config.toml"
 
 
 def _coerce(key: str, source: str, value: Any, target: Any) -> Any:

@@ -127,6 +127,7 @@ def _common(ds: Dataset, *, patient: tuple[str, str, str, str], study: tuple[str
 
 def _geometry(ds: Dataset, index: int, n_slices: int, size: int, spacing: float, thickness: float) -> None:
     fov = size * spacing
+    ds.PatientPosition = "HFS"
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     z = (index - (n_slices - 1) / 2) * thickness
     ds.ImagePositionPatient = [-fov / 2 + spacing / 2, -fov / 2 + spacing / 2, round(z, 4)]
@@ -236,6 +237,7 @@ def mr_phantom_datasets(n_slices: int = 32, size: int = 256) -> Iterator[Dataset
             ds.EchoTime = 10.0
             ds.EchoTrainLength = 1
             ds.MagneticFieldStrength = 3.0
+            ds.BodyPartExamined = "HEAD"
             _geometry(ds, i, n_slices, size, spacing, thickness)
             if kind == "P":
                 ds.RescaleIntercept = round(-np.pi, 6)
