@@ -341,8 +341,8 @@ def derived_series(
         if derivation_code is not None:
             ds.DerivationCodeSequence = DicomSequence([_code_item(derivation_code)])
         ds.SourceImageSequence = DicomSequence([_source_image_item(source)])
-        if "Laterality" not in ds and "ImageLaterality" not in ds:
-            # Type 2C whenever the body part may be paired; empty says "not known".
+        if not {"Laterality", "ImageLaterality", "BodyPartExamined"} & set(ds.dir()):
+            # Type 2C when the body part may be paired; with no body part named, empty says "unknown".
             ds.Laterality = ""
         ds.ContributingEquipmentSequence = DicomSequence([equipment])
         _set_windows(ds, presets)

@@ -91,8 +91,7 @@ def dcmdump() -> Callable[[Path], str]:
     return run
 
 
-def save_all(datasets: Sequence[Dataset], folder: Path) -> list[Path]:
-    """Write datasets as DICOM files named after their SOP Instance UID."""
+def _save_all(datasets: Sequence[Dataset], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for ds in datasets:
@@ -100,3 +99,9 @@ def save_all(datasets: Sequence[Dataset], folder: Path) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(scope="session")
+def save_all() -> Callable[[Sequence[Dataset], Path], list[Path]]:
+    """Write datasets as DICOM files named after their SOP Instance UID."""
+    return _save_all
