@@ -10,13 +10,14 @@ text in their pixels and are held back, never exported.
 
 from __future__ import annotations
 
-import copy
+import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
+import pydicom
 from dicognito.anonymizer import Anonymizer
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -138,6 +139,25 @@ def _mark(ds: Dataset) -> None:
     ds.DeidentificationMethod = "PS3.15 Basic Profile (dicognito, pacslab)"
 
 
+def _encoded_copy(ds: Dataset) -> Dataset:
+    """A copy as it would be read from a file.
+
+    dicognito expects element values as pydicom reads them (strings for dates and times);
+    objects built in memory (highdicom's) hold ``datetime`` values instead, so go through bytes.
+    """
+    buffer = io.BytesIO()
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        pydicom.dcmwrite(buffer, ds)
+    else:  # headers rebuilt from DICOM JSON carry no file meta
+        pydicom.dcmwrite(buffer, ds, implicit_vr=False, little_endian=True)
+    buffer.seek(0)
+    clone = pydicom.dcmread(buffer, force=True)
+    if not hasattr(clone, "file_meta"):
+        clone.file_meta = FileMetaDataset()
+    return clone
+
+
 def _identity(ds: Dataset) -> dict[str, str]:
     return {keyword: str(ds.get(keyword, "") or "") for keyword in MAPPED_ATTRIBUTES}
 
@@ -193,14 +213,13 @@ def deidentified_copy(
             )
             continue
         before = _identity(ds)
-        clone = copy.deepcopy(ds)
-        if not hasattr(clone, "file_meta"):
-            clone.file_meta = FileMetaDataset()
         try:
+            clone = _encoded_copy(ds)
             anonymizer.anonymize(clone)
         except Exception as exc:  # dicognito raises whatever pydicom raises on a malformed value
+            detail = str(exc).splitlines()[0] if str(exc) else ""
             raise DeidentificationError(
-                f"instance {uid} could not be de-identified ({type(exc).__name__}: {exc}); "
+                f"instance {uid} could not be de-identified ({type(exc).__name__}: {detail}); "
                 "fix or drop that instance and export again"
             ) from exc
         _strip_private(clone, keep_private)

@@ -259,7 +259,7 @@ def measurement_report(
                     uid=result_uid(key, "sr-tracking", str(number)),
                     identifier=str(description.SegmentLabel)[:64],
                 ),
-                referenced_segment=hd.sr.ReferencedSegment.from_segmentation(segmentation, number),
+                referenced_segment=_referenced_segment(segmentation, number),
                 algorithm_id=algorithm,
                 measurements=items or None,
             )
@@ -289,6 +289,21 @@ def measurement_report(
         manufacturer=MANUFACTURER,
         is_complete=True,
         series_description=f"SR {algorithm_name} {algorithm_version}"[:64],
+    )
+
+
+def _referenced_segment(segmentation: Dataset, number: int) -> hd.sr.ReferencedSegment:
+    """Reference one segment of a SEG (the whole segment, so no frame numbers) and its source series.
+
+    highdicom's ``ReferencedSegment.from_segmentation`` expects the segment number in every
+    frame's functional groups, which a single-segment SEG keeps in the shared ones.
+    """
+    series_uid = str(segmentation.ReferencedSeriesSequence[0].SeriesInstanceUID)
+    return hd.sr.ReferencedSegment(
+        sop_class_uid=str(segmentation.SOPClassUID),
+        sop_instance_uid=str(segmentation.SOPInstanceUID),
+        segment_number=number,
+        source_series=hd.sr.SourceSeriesForSegmentation(series_uid),
     )
 
 
