@@ -121,7 +121,8 @@ def test_uids_are_remapped_consistently_across_objects(tmp_path: Path, ct_source
         for series in new_seg.ReferencedSeriesSequence
         for item in series.ReferencedInstanceSequence
     }
-    assert referenced and referenced <= new_uids
+    assert referenced
+    assert referenced <= new_uids
     assert new_seg.ReferencedSeriesSequence[0].SeriesInstanceUID == images[0].SeriesInstanceUID
     assert new_seg.FrameOfReferenceUID == images[0].FrameOfReferenceUID
     assert {str(ds.StudyInstanceUID) for ds in result.datasets} == {str(images[0].StudyInstanceUID)}

@@ -70,7 +70,7 @@ def test_sr_references_the_seg_and_carries_the_values(
         sop = referenced[0].ReferencedSOPSequence[0]
         assert sop.ReferencedSOPInstanceUID == seg.SOPInstanceUID
         assert sop.ReferencedSegmentNumber == segment
-        assert referenced[1].UID == ct_sources[0].SeriesInstanceUID  # source series of the SEG
+        assert ct_sources[0].SeriesInstanceUID == referenced[1].UID  # source series of the SEG
         rows = table[table["segment"] == segment]
         areas = [m.value for m in group.get_measurements(name=hd.sr.CodedConcept("42798000", "SCT", "Area"))]
         np.testing.assert_allclose(sorted(areas), sorted(rows["area"]))
