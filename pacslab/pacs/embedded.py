@@ -57,7 +57,6 @@ OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 FIND_UNABLE_TO_PROCESS = 0xC311
 RETRIEVE_UNABLE_TO_PROCESS = 0xC410
-MOVE_UNABLE_TO_PROCESS = 0xC510
 
 VERIFICATION = UID("1.2.840.10008.1.1")
 # Patient Root (…2.1.x) and Study Root (…2.2.x) Query/Retrieve: FIND (x=1), MOVE (2), GET (3).
@@ -405,15 +404,11 @@ class EmbeddedPacs:
         try:
             instances = self._instances(event)
         except Exception as exc:
-            status = (
-                IDENTIFIER_DOES_NOT_MATCH
-                if isinstance(exc, InvalidIdentifierError)
-                else RETRIEVE_UNABLE_TO_PROCESS
-            )
+            invalid = isinstance(exc, InvalidIdentifierError)
             LOGGER.warning("C-GET rejected: %s", exc)
             # pynetdicom takes a status only after the count of sub-operations.
             yield 1
-            yield status, None
+            yield (IDENTIFIER_DOES_NOT_MATCH if invalid else RETRIEVE_UNABLE_TO_PROCESS), None
             return
         yield len(instances)
 
@@ -429,29 +424,20 @@ class EmbeddedPacs:
             LOGGER.warning("C-MOVE to unknown destination %r", event.move_destination)
             yield None, None
             return
-        problem: tuple[int, str] | None = None
-        instances: list[StoredInstance] = []
         try:
             instances = self._instances(event)
         except Exception as exc:
-            status = (
-                IDENTIFIER_DOES_NOT_MATCH
-                if isinstance(exc, InvalidIdentifierError)
-                else MOVE_UNABLE_TO_PROCESS
-            )
-            problem = (status, str(exc))
+            # pynetdicom takes no status before the destination and the sub-operation count,
+            # and a status after them would mean associating with the destination for
+            # nothing: a handler exception fails the C-MOVE (0xC514) with nothing sent.
+            LOGGER.warning("C-MOVE rejected: %s", exc)
+            raise
         holder: dict[str, Association] = {}
         options = {
-            "contexts": _storage_contexts(instances) or [build_context(VERIFICATION)],
+            "contexts": _storage_contexts(instances),
             "evt_handlers": [(evt.EVT_CONN_OPEN, _remember_association, [holder])],
         }
         yield destination[0], destination[1], options
-        if problem is not None:
-            # pynetdicom takes a status only after the count of sub-operations.
-            LOGGER.warning("C-MOVE rejected: %s", problem[1])
-            yield 1
-            yield problem[0], None
-            return
         yield len(instances)
 
         def accepted() -> list[PresentationContext]:

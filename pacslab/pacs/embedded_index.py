@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,13 +203,24 @@ class PacsIndex:
         self.path = path
         # SQLite allows one writer; C-STOREs arrive on several association threads.
         self._write_lock = threading.Lock()
+        # One connection per thread: opening and closing per call made every close a WAL
+        # checkpoint, the main cost of indexing.
+        self._local = threading.local()
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30.0)) as db, db:
+        """This thread's connection, inside a transaction committed on success."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0)
+            # In WAL mode NORMAL keeps the index consistent after a crash without an fsync
+            # per commit; an instance lost that way is simply sent again.
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        with db:
             yield db
 
     def add(self, ds: Dataset, file: str, transfer_syntax_uid: str) -> bool:
