@@ -1,0 +1,212 @@
+"""What runs on a Dask worker: read a batch of slices, run the processor on each, return results.
+
+A batch never raises for a bad slice: each slice is tried ``1 + retries`` times and then
+reported with its traceback, so one bad slice cannot fail the job. A worker process that
+dies (a poison slice) is Dask's business: the client splits that batch into single slices.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pacslab.jobs.planning import needed_indices
+from pacslab.processing import ProcessorError, SliceContext, registry
+
+__all__ = ["BatchResult", "BatchSpec", "SeriesInput", "process_batch"]
+
+# Between slices a long batch looks for a cancel at most this often (each look is a round trip).
+CANCEL_POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class SeriesInput:
+    """Where and how to read one series: the store file and the rescale of each channel read."""
+
+    series_uid: str
+    path: str
+    n_slices: int
+    channels: tuple[int, ...] = (0,)
+    pixel_spacing: tuple[float, float] = (1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """One Dask task: some slices of one series and the processor to run on them."""
+
+    series: SeriesInput
+    indices: tuple[int, ...]
+    sop_instance_uids: tuple[str, ...]
+    processor: str
+    version: str
+    params: Mapping[str, Any]
+    retries: int = 2
+    cancel_event: str = ""
+
+
+@dataclass
+class BatchResult:
+    """What a batch sends back to the writer."""
+
+    series_uid: str
+    indices: tuple[int, ...]
+    worker: str = ""
+    outputs: list[tuple[int, Any]] = field(default_factory=list)
+    failures: list[tuple[int, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    cancelled: bool = False
+    needs_pixels: bool = False
+
+
+def _worker_address() -> str:
+    from distributed import get_worker
+
+    try:
+        return str(get_worker().address)
+    except ValueError:  # called outside a worker (a direct call in a test or a notebook)
+        return "local"
+
+
+def _cancel_requested(name: str) -> bool:
+    if not name:
+        return False
+    from distributed import Event
+
+    try:
+        return bool(Event(name).is_set())
+    except ValueError:  # no client: not running on a cluster
+        return False
+
+
+Pixels = Mapping[int, np.ndarray]
+
+
+def _read(spec: BatchSpec, wanted: list[int], pixels: Pixels | None) -> np.ndarray:
+    """Slices ``wanted`` as (n, channels, rows, cols) float32 in physical units (HU for CT)."""
+    if pixels is not None:
+        return np.stack([np.asarray(pixels[i], dtype=np.float32) for i in wanted])
+    from pacslab.store.series_file import SeriesFile
+
+    series = spec.series
+    series_file = SeriesFile(Path(series.path))
+    try:
+        out: np.ndarray | None = None
+        for k, index in enumerate(wanted):
+            for c, channel in enumerate(series.channels):
+                plane = series_file.read(index, channel).astype(np.float32)
+                # Rescale is per plane: each slice and channel may carry its own.
+                slope, intercept = series_file.rescale(index, channel)
+                if slope != 1.0:
+                    plane *= np.float32(slope)
+                if intercept != 0.0:
+                    plane += np.float32(intercept)
+                if out is None:
+                    out = np.empty((len(wanted), len(series.channels), *plane.shape), dtype=np.float32)
+                out[k, c] = plane
+        assert out is not None
+        return out
+    finally:
+        series_file.close()
+
+
+def _input_for(
+    index: int, stack: np.ndarray, position: Mapping[int, int], kind: str, n: int, nb: int
+) -> np.ndarray:
+    if kind == "channels":
+        return stack[position[index]]
+    if kind == "neighbours":
+        picks = [position[min(max(index + k, 0), n - 1)] for k in range(-nb, nb + 1)]
+        return stack[picks, 0]
+    return stack[position[index], 0]
+
+
+def process_batch(spec: BatchSpec, pixels: Pixels | None = None) -> BatchResult:
+    """Run the processor over ``spec.indices`` and collect outputs and per-slice failures.
+
+    Parameters
+    ----------
+    spec
+        The slices, where to read them and the processor with its checked parameters.
+    pixels
+        Stored values by slice index, each (channels, rows, cols), when the client ships
+        them because this worker cannot see the store; ``None`` reads the store file.
+    """
+    start = time.perf_counter()
+    result = BatchResult(series_uid=spec.series.series_uid, indices=spec.indices, worker=_worker_address())
+    if _cancel_requested(spec.cancel_event):
+        result.cancelled = True
+        return result
+    if pixels is None and not Path(spec.series.path).exists():
+        # This worker cannot see the store (another machine): the client ships the pixels.
+        result.needs_pixels = True
+        return result
+    proc = registry.get(spec.processor)
+    if proc.version != spec.version:
+        raise ProcessorError(
+            f"worker {result.worker} has {proc.name!r} version {proc.version}, the job needs {spec.version}; "
+            "install the same version on every worker"
+        )
+    n = spec.series.n_slices
+    nb = proc.neighbours if proc.input == "neighbours" else 0
+    wanted = needed_indices(spec.indices, nb, n)
+    try:
+        stack = _read(spec, wanted, pixels)
+    except Exception:
+        # Reading the whole batch failed: read slice by slice so only the bad ones fail.
+        return _per_slice(spec, proc, result, start, pixels)
+    position = {index: k for k, index in enumerate(wanted)}
+    last_look = time.monotonic()
+    for index, uid in zip(spec.indices, spec.sop_instance_uids, strict=True):
+        if time.monotonic() - last_look > CANCEL_POLL_S:
+            last_look = time.monotonic()
+            if _cancel_requested(spec.cancel_event):
+                result.cancelled = True
+                break
+        _run_one(spec, proc, index, uid, _input_for(index, stack, position, proc.input, n, nb), result)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _per_slice(
+    spec: BatchSpec, proc: Any, result: BatchResult, start: float, pixels: Pixels | None
+) -> BatchResult:
+    n = spec.series.n_slices
+    nb = proc.neighbours if proc.input == "neighbours" else 0
+    for index, uid in zip(spec.indices, spec.sop_instance_uids, strict=True):
+        wanted = needed_indices([index], nb, n)
+        try:
+            stack = _read(spec, wanted, pixels)
+        except Exception:
+            result.failures.append((index, "reading the slice failed:\n" + traceback.format_exc()))
+            continue
+        position = {i: k for k, i in enumerate(wanted)}
+        _run_one(spec, proc, index, uid, _input_for(index, stack, position, proc.input, n, nb), result)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _run_one(
+    spec: BatchSpec, proc: Any, index: int, uid: str, pixels: np.ndarray, result: BatchResult
+) -> None:
+    context = SliceContext(
+        index=index,
+        pixel_spacing=spec.series.pixel_spacing,
+        series_uid=spec.series.series_uid,
+        sop_instance_uid=uid,
+    )
+    error = ""
+    for _attempt in range(1 + max(spec.retries, 0)):
+        try:
+            output = proc.apply(pixels, spec.params, context)
+        except Exception:
+            error = traceback.format_exc()
+            continue
+        result.outputs.append((index, output))
+        return
+    result.failures.append((index, error))
