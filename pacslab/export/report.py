@@ -85,9 +85,31 @@ def measurement_concept(name: str) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(value, _LOCAL_SCHEME, name[:64])
 
 
+# Unit suffixes of column names (``area_mm2``, ``mean_hu``) and their UCUM codes.
+_SUFFIX_UNITS = {
+    "mm": "mm",
+    "mm2": "mm2",
+    "mm3": "mm3",
+    "cm": "cm",
+    "cm2": "cm2",
+    "cm3": "cm3",
+    "ml": "mL",
+    "hu": "[hnsf'U]",
+    "s": "s",
+    "ms": "ms",
+    "rad": "rad",
+    "deg": "deg",
+    "pct": "%",
+    "percent": "%",
+}
+
+
 def _unit(name: str, units: Mapping[str, str] | None) -> hd.sr.CodedConcept:
+    suffix = name.lower().rsplit("_", 1)[-1] if "_" in name else ""
     if units and name in units:
         ucum = units[name]
+    elif suffix in _SUFFIX_UNITS:
+        ucum = _SUFFIX_UNITS[suffix]
     else:
         known = _KNOWN.get(name.lower()) or _KNOWN.get(_name_key(name))
         ucum = known[1] if known else "1"
@@ -153,48 +175,36 @@ def _segment_numbers(measurements: pd.DataFrame, segmentation: Dataset) -> list[
     return numbers
 
 
-def measurement_report(
-    segmentation: Dataset,
+def _measurement_items(
     measurements: pd.DataFrame,
-    source_datasets: Sequence[Dataset],
-    *,
-    algorithm_name: str,
-    algorithm_version: str,
-    units: Mapping[str, str] | None = None,
-    result_key: str | None = None,
-    series_number: int = SR_SERIES_NUMBER,
-) -> hd.sr.Comprehensive3DSR:
-    """Build a TID 1500 Measurement Report of ``measurements`` over the segments of a SEG.
+    rows: Sequence[int],
+    uids: Sequence[str],
+    by_uid: Mapping[str, Dataset],
+    units: Mapping[str, str] | None,
+    algorithm: hd.sr.AlgorithmIdentification,
+) -> list[hd.sr.Measurement]:
+    items: list[hd.sr.Measurement] = []
+    for row in rows:
+        uid = uids[row]
+        images = [hd.sr.SourceImageForMeasurement.from_source_image(by_uid[uid])] if uid else None
+        for name in measurement_columns(measurements):
+            value = float(measurements[name].iloc[row])
+            if not np.isfinite(value):
+                continue  # an unmeasurable slice (e.g. nothing found): left out here, kept in the CSV
+            items.append(
+                hd.sr.Measurement(
+                    name=measurement_concept(name),
+                    value=value,
+                    unit=_unit(name, units),
+                    referenced_images=images,
+                    algorithm_id=algorithm,
+                )
+            )
+    return items
 
-    Parameters
-    ----------
-    segmentation : pydicom.Dataset
-        The SEG (e.g. from :func:`segmentation_from_mask`) the measurements belong to.
-    measurements : pandas.DataFrame
-        One row per measured slice or segment; numeric measurement columns plus the reserved
-        ``sop_instance_uid`` / ``segment`` / ``slice`` columns (see the module docstring).
-    source_datasets : sequence of pydicom.Dataset
-        Headers of the SEG's source instances (recorded as evidence; rows refer to them).
-    algorithm_name, algorithm_version : str
-        The processor that measured.
-    units : mapping of column to UCUM unit, optional
-        E.g. ``{"area": "mm2", "mean": "[hnsf'U]"}``; known names default to their usual unit,
-        others to "1" (no units).
-    result_key : str, optional
-        Identifies the result (the job id) so the SR's UIDs are the same on every export.
-    series_number : int
-        Series Number of the new SR series.
 
-    Returns
-    -------
-    highdicom.sr.Comprehensive3DSR
-        One measurement group per segment, one measurement per table cell, each naming the
-        source image it was measured on.
-
-    Raises
-    ------
-    EmptyResult, MeasurementTableError, SourceMismatch
-    """
+def _check_table(measurements: pd.DataFrame, by_uid: Mapping[str, Dataset]) -> list[str]:
+    """Validate the table; return each row's source SOP Instance UID ("" for none)."""
     if measurements.empty:
         raise EmptyResult("the measurement table has no rows; there is nothing to report")
     names = measurement_columns(measurements)
@@ -208,15 +218,6 @@ def measurement_report(
         raise MeasurementTableError(
             f"measurement columns {non_numeric} are not numeric; SR values are numbers"
         )
-    by_uid = {str(ds.SOPInstanceUID): ds for ds in source_datasets}
-    referenced = {str(item.ReferencedSOPInstanceUID) for item in _seg_source_items(segmentation)}
-    missing = sorted(referenced - set(by_uid))
-    if missing:
-        raise SourceMismatch(
-            f"{len(missing)} source instances of the SEG were not given (first {missing[0]}); pass the "
-            "headers of every slice the SEG references"
-        )
-    segments = _segment_numbers(measurements, segmentation)
     uids = (
         [str(v) if isinstance(v, str) and v else "" for v in measurements["sop_instance_uid"]]
         if "sop_instance_uid" in measurements.columns
@@ -226,44 +227,108 @@ def measurement_report(
     if unknown:
         raise MeasurementTableError(
             f"rows name source instances not in the series (first {unknown[0]}); "
-            "measure the series the SEG covers"
+            "pass the headers of the series that was measured"
         )
-    key = result_key or content_key(
-        [measurements[names].to_numpy(dtype=np.float64)], str(segmentation.SOPInstanceUID), *names
+    return uids
+
+
+def measurement_report(
+    segmentation: Dataset | None,
+    measurements: pd.DataFrame,
+    source_datasets: Sequence[Dataset],
+    *,
+    algorithm_name: str,
+    algorithm_version: str,
+    units: Mapping[str, str] | None = None,
+    result_key: str | None = None,
+    series_number: int = SR_SERIES_NUMBER,
+) -> hd.sr.Comprehensive3DSR:
+    """Build a TID 1500 Measurement Report of ``measurements``, over the segments of a SEG.
+
+    Parameters
+    ----------
+    segmentation : pydicom.Dataset or None
+        The SEG (e.g. from :func:`segmentation_from_mask`) the measurements belong to: one
+        TID 1411 group per segment, referencing it. None: the measurements are of whole
+        images, one TID 1501 group naming each measured image.
+    measurements : pandas.DataFrame
+        One row per measured slice or segment; numeric measurement columns plus the reserved
+        ``sop_instance_uid`` / ``segment`` / ``slice`` columns (see the module docstring).
+    source_datasets : sequence of pydicom.Dataset
+        Headers of the measured (and segmented) instances, recorded as evidence.
+    algorithm_name, algorithm_version : str
+        The processor that measured.
+    units : mapping of column to UCUM unit, optional
+        E.g. ``{"area": "mm2"}``. Default: from the column's suffix (``area_mm2``, ``mean_hu``)
+        or its usual unit (area mm2, volume mm3), else "1" (no units).
+    result_key : str, optional
+        Identifies the result (the job id) so the SR's UIDs are the same on every export.
+    series_number : int
+        Series Number of the new SR series.
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+        Each table cell a numeric measurement naming the source image it was measured on.
+
+    Raises
+    ------
+    EmptyResult, MeasurementTableError, SourceMismatch
+    """
+    if not source_datasets:
+        raise SourceMismatch("no source instances were given; pass the headers of the measured series")
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in source_datasets}
+    if segmentation is not None:
+        referenced = {str(item.ReferencedSOPInstanceUID) for item in _seg_source_items(segmentation)}
+        missing = sorted(referenced - set(by_uid))
+        if missing:
+            raise SourceMismatch(
+                f"{len(missing)} source instances of the SEG were not given (first {missing[0]}); pass the "
+                "headers of every slice the SEG references"
+            )
+    uids = _check_table(measurements, by_uid)
+    names = measurement_columns(measurements)
+    anchor = (
+        str(segmentation.SOPInstanceUID)
+        if segmentation is not None
+        else str(source_datasets[0].SeriesInstanceUID)
     )
+    key = result_key or content_key([measurements[names].to_numpy(dtype=np.float64)], anchor, *names)
     algorithm = hd.sr.AlgorithmIdentification(name=algorithm_name, version=algorithm_version)
-    groups = []
-    for number in sorted(set(segments)):
-        description = segmentation.SegmentSequence[number - 1]
-        items: list[hd.sr.Measurement] = []
-        for row, (segment, uid) in enumerate(zip(segments, uids, strict=True)):
-            if segment != number:
-                continue
-            images = [hd.sr.SourceImageForMeasurement.from_source_image(by_uid[uid])] if uid else None
-            for name in names:
-                value = float(measurements[name].iloc[row])
-                if not np.isfinite(value):
-                    continue  # an unmeasurable slice (e.g. empty mask): leave it out, the CSV keeps it
-                items.append(
-                    hd.sr.Measurement(
-                        name=measurement_concept(name),
-                        value=value,
-                        unit=_unit(name, units),
-                        referenced_images=images,
-                        algorithm_id=algorithm,
-                    )
-                )
+    groups: list[
+        hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations
+    ] = []
+    evidence: list[Dataset] = list(source_datasets)
+    if segmentation is None:
         groups.append(
-            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=result_uid(key, "sr-tracking", str(number)),
-                    identifier=str(description.SegmentLabel)[:64],
+                    uid=result_uid(key, "sr-tracking"), identifier=algorithm_name[:64]
                 ),
-                referenced_segment=_referenced_segment(segmentation, number),
                 algorithm_id=algorithm,
-                measurements=items or None,
+                measurements=_measurement_items(
+                    measurements, range(len(measurements)), uids, by_uid, units, algorithm
+                )
+                or None,
             )
         )
+    else:
+        segments = _segment_numbers(measurements, segmentation)
+        for number in sorted(set(segments)):
+            rows = [row for row, segment in enumerate(segments) if segment == number]
+            items = _measurement_items(measurements, rows, uids, by_uid, units, algorithm)
+            groups.append(
+                hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=hd.sr.TrackingIdentifier(
+                        uid=result_uid(key, "sr-tracking", str(number)),
+                        identifier=str(segmentation.SegmentSequence[number - 1].SegmentLabel)[:64],
+                    ),
+                    referenced_segment=_referenced_segment(segmentation, number),
+                    algorithm_id=algorithm,
+                    measurements=items or None,
+                )
+            )
+        evidence.insert(0, segmentation)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -273,18 +338,18 @@ def measurement_report(
             model_name=software_version(),
         ),
     )
-    modality = str(source_datasets[0].get("Modality", "")) if source_datasets else ""
+    modality = str(source_datasets[0].get("Modality", ""))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=_PROCEDURES.get(modality, codes.SCT.ImagingProcedure),
         imaging_measurements=groups,
     )
     return hd.sr.Comprehensive3DSR(
-        evidence=[segmentation, *source_datasets],
+        evidence=evidence,
         content=report,
-        series_instance_uid=result_uid(key, "sr-series", str(segmentation.SeriesInstanceUID)),
+        series_instance_uid=result_uid(key, "sr-series", anchor),
         series_number=series_number,
-        sop_instance_uid=result_uid(key, "sr", str(segmentation.SOPInstanceUID)),
+        sop_instance_uid=result_uid(key, "sr", anchor),
         instance_number=1,
         manufacturer=MANUFACTURER,
         is_complete=True,

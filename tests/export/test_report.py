@@ -135,3 +135,32 @@ def test_csv_errors_are_named(tmp_path: Path, ct_sources, labelled) -> None:
     with pytest.raises(MeasurementTableError, match="series has 3 slices"):
         write_measurements_csv(table.drop(columns="sop_instance_uid"), tmp_path / "m.csv", ct_sources[:3])
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_image_measurements_without_seg(tmp_path: Path, ct_sources, ct_hu, dciodvfy) -> None:
+    """A measurement job's table (one row per slice, unit suffixes) as a TID 1501 report."""
+    inside = ct_hu > 0
+    table = pd.DataFrame(
+        {
+            "sop_instance_uid": [str(ds.SOPInstanceUID) for ds in ct_sources],
+            "area_mm2": inside.sum(axis=(1, 2)) * PIXEL_AREA_MM2,
+            "mean_hu": [
+                float(s[m].mean()) if m.any() else np.nan for s, m in zip(ct_hu, inside, strict=True)
+            ],
+            "count": np.ones(len(ct_sources)),
+        },
+        index=pd.RangeIndex(len(ct_sources), name="slice"),
+    )
+    sr = measurement_report(
+        None, table, ct_sources, algorithm_name="region_measurements", algorithm_version="1.0", result_key="m"
+    )
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    assert dciodvfy(path).errors == []
+    (group,) = hd.sr.srread(path).content.get_image_measurement_groups()
+    areas = group.get_measurements(name=hd.sr.CodedConcept("42798000", "SCT", "Area"))
+    assert [a.unit.value for a in areas] == ["mm2"] * len(ct_sources)
+    np.testing.assert_allclose([a.value for a in areas], table["area_mm2"])
+    means = group.get_measurements(name=hd.sr.CodedConcept("373098007", "SCT", "Mean"))
+    assert {m.unit.value for m in means} == {"[hnsf'U]"}
+    assert len(means) == int(table["mean_hu"].notna().sum())
