@@ -1,0 +1,320 @@
+"""DICOM headers → what the store keeps: DICOM JSON per plane, series facts, geometry, channels."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.dataelem import DataElement, RawDataElement
+
+from pacslab.store import SeriesMeta
+
+__all__ = [
+    "BULK_DATA_URI",
+    "BULK_DATA_THRESHOLD",
+    "HeaderJson",
+    "FrameFacts",
+    "channel_name",
+    "frame_facts",
+    "series_meta",
+    "text_of",
+]
+
+# Binary values above this many bytes are left out of the stored JSON (DICOM JSON BulkDataURI).
+BULK_DATA_THRESHOLD = 1024
+BULK_DATA_URI = "pacslab:bulk-data-not-stored"
+PER_FRAME_TAG = 0x52009230
+
+_CHANNEL_WORDS = {
+    "M": "magnitude",
+    "MAGNITUDE": "magnitude",
+    "P": "phase",
+    "PHASE": "phase",
+    "R": "real",
+    "REAL": "real",
+    "I": "imaginary",
+    "IMAGINARY": "imaginary",
+}
+
+
+def _bulk(_element: DataElement) -> str:
+    return BULK_DATA_URI
+
+
+class HeaderJson:
+    """DICOM JSON of datasets, reusing the JSON of elements already seen.
+
+    The slices of a series repeat most of their header byte for byte, so each distinct raw
+    element is converted by pydicom once and its JSON text reused; the result is the same
+    text pydicom's ``to_json_dict`` gives.
+    """
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self._cache: dict[tuple[Any, ...], str] = {}
+        self._max = max_entries
+
+    def fragments(self, ds: Dataset) -> dict[int, str]:
+        """JSON text of each top-level element, by tag."""
+        charset = ds.get_item(0x00080005)
+        charset_key = charset.value if isinstance(charset, RawDataElement) else repr(ds.get("SpecificCharacterSet"))
+        out: dict[int, str] = {}
+        for tag in ds.keys():
+            raw = ds.get_item(tag)
+            key: tuple[Any, ...] | None = None
+            if isinstance(raw, RawDataElement) and raw.VR != "SQ" and isinstance(raw.value, bytes):
+                key = (int(tag), raw.VR, raw.value, raw.is_little_endian, raw.is_implicit_VR, charset_key)
+                text = self._cache.get(key)
+                if text is not None:
+                    out[int(tag)] = text
+                    continue
+            element = ds[tag]
+            text = json.dumps(
+                element.to_json_dict(bulk_data_element_handler=_bulk, bulk_data_threshold=BULK_DATA_THRESHOLD)
+            )
+            if key is not None and len(self._cache) < self._max:
+                self._cache[key] = text
+            out[int(tag)] = text
+        return out
+
+    @staticmethod
+    def join(fragments: dict[int, str]) -> str:
+        """One JSON object from element fragments."""
+        return "{" + ",".join(f'"{tag:08X}":{text}' for tag, text in fragments.items()) + "}"
+
+    def dataset(self, ds: Dataset) -> str:
+        """DICOM JSON text of a whole dataset."""
+        return self.join(self.fragments(ds))
+
+    def per_frame(self, ds: Dataset, n_frames: int) -> list[str]:
+        """One header per frame: the shared elements plus only that frame's functional groups."""
+        fragments = self.fragments(ds)
+        groups = ds.get("PerFrameFunctionalGroupsSequence")
+        if PER_FRAME_TAG not in fragments or groups is None or len(groups) != n_frames:
+            text = self.join(fragments)
+            return [text] * n_frames
+        base = {tag: text for tag, text in fragments.items() if tag != PER_FRAME_TAG}
+        headers = []
+        for item in groups:
+            item_json = item.to_json_dict(BULK_DATA_THRESHOLD, _bulk)
+            headers.append(self.join({**base, PER_FRAME_TAG: json.dumps({"vr": "SQ", "Value": [item_json]})}))
+        return headers
+
+
+def text_of(ds: Dataset, keyword: str) -> str:
+    """A header value as text ('' when absent); multi-valued values joined with '\\'."""
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _floats(value: Any, count: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) != count or not all(math.isfinite(v) for v in numbers):
+        return None
+    return numbers
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def window_presets(ds: Dataset) -> tuple[tuple[str, float, float], ...]:
+    """WindowCenter/WindowWidth pairs with their explanations."""
+    centers, widths = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if centers is None or widths is None:
+        return ()
+    centers = list(centers) if _is_multi(centers) else [centers]
+    widths = list(widths) if _is_multi(widths) else [widths]
+    names = ds.get("WindowCenterWidthExplanation", [])
+    names = list(names) if _is_multi(names) else [names]
+    presets = []
+    for i, (center, width) in enumerate(zip(centers, widths, strict=False)):
+        c, w = _float(center), _float(width)
+        if c is None or w is None or w <= 0:
+            continue
+        label = str(names[i]).strip() if i < len(names) and str(names[i]).strip() else f"preset {i + 1}"
+        presets.append((label, c, w))
+    return tuple(presets)
+
+
+def _is_multi(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
+
+
+def series_meta(ds: Dataset) -> SeriesMeta:
+    """Patient, study and series facts of the series this instance belongs to."""
+    spacing = _floats(ds.get("PixelSpacing"), 2) or _floats(ds.get("ImagerPixelSpacing"), 2)
+    thickness = _float(ds.get("SliceThickness"))
+    between = _float(ds.get("SpacingBetweenSlices"))
+    shared = _first_item(ds.get("SharedFunctionalGroupsSequence"))
+    measures = _first_item(shared.get("PixelMeasuresSequence")) if shared is not None else None
+    if measures is not None:
+        spacing = spacing or _floats(measures.get("PixelSpacing"), 2)
+        thickness = thickness if thickness is not None else _float(measures.get("SliceThickness"))
+        between = between if between is not None else _float(measures.get("SpacingBetweenSlices"))
+    photometric = text_of(ds, "PhotometricInterpretation") or "MONOCHROME2"
+    return SeriesMeta(
+        series_uid=text_of(ds, "SeriesInstanceUID"),
+        study_uid=text_of(ds, "StudyInstanceUID"),
+        patient_id=text_of(ds, "PatientID"),
+        patient_name=text_of(ds, "PatientName"),
+        patient_birth_date=text_of(ds, "PatientBirthDate"),
+        patient_sex=text_of(ds, "PatientSex"),
+        study_date=text_of(ds, "StudyDate"),
+        study_time=text_of(ds, "StudyTime"),
+        study_description=text_of(ds, "StudyDescription"),
+        accession_number=text_of(ds, "AccessionNumber"),
+        modality=text_of(ds, "Modality").upper(),
+        series_description=text_of(ds, "SeriesDescription"),
+        series_number=_int(ds.get("SeriesNumber")),
+        frame_of_reference_uid=text_of(ds, "FrameOfReferenceUID"),
+        pixel_spacing=(spacing[0], spacing[1]) if spacing else None,
+        slice_thickness=thickness,
+        spacing_between_slices=between,
+        window_presets=window_presets(ds),
+        photometric_interpretation=photometric,
+        rescale_type=text_of(ds, "RescaleType"),
+    )
+
+
+def _first_item(sequence: Any) -> Dataset | None:
+    try:
+        return sequence[0] if sequence else None
+    except (TypeError, IndexError):
+        return None
+
+
+def channel_name(image_type: Any, complex_component: Any = None) -> str:
+    """Which channel of an acquisition an image is: magnitude, phase, real, imaginary or ''.
+
+    Enhanced images say it in ComplexImageComponent; classic MR images in the third and
+    later values of ImageType (``M``, ``P``, ``R``, ``I``, as Siemens, GE and Philips write).
+    """
+    if complex_component:
+        word = _CHANNEL_WORDS.get(str(complex_component).strip().upper())
+        if word:
+            return word
+    if image_type is None:
+        return ""
+    values = list(image_type) if _is_multi(image_type) else [image_type]
+    for value in values[2:]:
+        word = _CHANNEL_WORDS.get(str(value).strip().upper())
+        if word:
+            return word
+    return ""
+
+
+class FrameFacts:
+    """Geometry, rescale and channel of one frame."""
+
+    __slots__ = ("channel", "intercept", "orientation", "position", "slope")
+
+    def __init__(
+        self,
+        position: tuple[float, float, float] | None,
+        orientation: tuple[float, float, float, float, float, float] | None,
+        slope: float,
+        intercept: float,
+        channel: str,
+    ) -> None:
+        self.position = position
+        self.orientation = orientation
+        self.slope = slope
+        self.intercept = intercept
+        self.channel = channel
+
+
+def _group(item: Dataset | None, shared: Dataset | None, keyword: str) -> Dataset | None:
+    for source in (item, shared):
+        if source is not None:
+            found = _first_item(source.get(keyword))
+            if found is not None:
+                return found
+    return None
+
+
+def _as3(values: tuple[float, ...] | None) -> tuple[float, float, float] | None:
+    return (values[0], values[1], values[2]) if values else None
+
+
+def _as6(values: tuple[float, ...] | None) -> tuple[float, float, float, float, float, float] | None:
+    return (values[0], values[1], values[2], values[3], values[4], values[5]) if values else None
+
+
+def frame_facts(ds: Dataset, n_frames: int) -> list[FrameFacts]:
+    """Per-frame position, orientation, rescale and channel (functional groups when present)."""
+    slope = _float(ds.get("RescaleSlope"))
+    intercept = _float(ds.get("RescaleIntercept"))
+    top_channel = channel_name(ds.get("ImageType"), ds.get("ComplexImageComponent"))
+    position = _as3(_floats(ds.get("ImagePositionPatient"), 3))
+    orientation = _as6(_floats(ds.get("ImageOrientationPatient"), 6))
+    if n_frames == 1 and "PerFrameFunctionalGroupsSequence" not in ds:
+        return [FrameFacts(position, orientation, slope or 1.0, intercept or 0.0, top_channel)]
+
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = _first_item(ds.get("SharedFunctionalGroupsSequence"))
+    if per_frame is not None and len(per_frame) != n_frames:
+        per_frame = None
+    offsets: Sequence[Any] | None = ds.get("GridFrameOffsetVector")
+    facts = []
+    for i in range(n_frames):
+        item = per_frame[i] if per_frame is not None else None
+        plane_pos = _group(item, shared, "PlanePositionSequence")
+        plane_orient = _group(item, shared, "PlaneOrientationSequence")
+        transform = _group(item, shared, "PixelValueTransformationSequence")
+        frame_type = _group(item, shared, "MRImageFrameTypeSequence")
+        f_position = _as3(_floats(plane_pos.get("ImagePositionPatient"), 3)) if plane_pos is not None else None
+        f_orient = _as6(_floats(plane_orient.get("ImageOrientationPatient"), 6)) if plane_orient is not None else None
+        f_orient = f_orient or orientation
+        if f_position is None and position is not None and f_orient is not None and _is_multi(offsets):
+            # RT Dose style: one position plus an offset per frame along the normal.
+            step = _float(offsets[i]) if offsets is not None and i < len(offsets) else None
+            if step is not None:
+                row, col = f_orient[:3], f_orient[3:]
+                normal = (
+                    row[1] * col[2] - row[2] * col[1],
+                    row[2] * col[0] - row[0] * col[2],
+                    row[0] * col[1] - row[1] * col[0],
+                )
+                f_position = (
+                    position[0] + step * normal[0],
+                    position[1] + step * normal[1],
+                    position[2] + step * normal[2],
+                )
+        f_slope = _float(transform.get("RescaleSlope")) if transform is not None else None
+        f_intercept = _float(transform.get("RescaleIntercept")) if transform is not None else None
+        channel = top_channel
+        if frame_type is not None:
+            channel = channel_name(frame_type.get("FrameType"), frame_type.get("ComplexImageComponent")) or channel
+        facts.append(
+            FrameFacts(
+                f_position,
+                f_orient if f_position is not None else None,
+                f_slope if f_slope is not None else (slope or 1.0),
+                f_intercept if f_intercept is not None else (intercept or 0.0),
+                channel,
+            )
+        )
+    return facts

@@ -1,0 +1,424 @@
+"""First pass over one file: validate it and describe its planes, without decoding pixels.
+
+Everything a bad file can do wrong is found here, before anything is written: not DICOM, no
+preamble, truncated, broken encoding, no pixels, a header that disagrees with the pixel data
+length, an unknown transfer syntax or one without a decoder, dimensions above the cap, a
+deflate bomb. What passes becomes one :class:`~pacslab.store.SliceSource` per frame.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom import Dataset
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.pixels import get_decoder
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from pacslab.ingest.errors import (
+    DecompressionBomb,
+    EmptyFile,
+    ImageTooLarge,
+    IngestError,
+    MalformedDicom,
+    MissingPreamble,
+    NoPixelData,
+    NotDicom,
+    PixelDataMismatch,
+    TruncatedFile,
+    UnreadableFile,
+    UnsupportedTransferSyntax,
+)
+from pacslab.ingest.headers import HeaderJson, frame_facts, series_meta, text_of
+from pacslab.ingest.limits import IngestLimits
+from pacslab.ingest.pixels import DecodedFrames, NativeFrames
+from pacslab.ingest.pydicom_guard import classify, quiet_pydicom
+from pacslab.store import SeriesMeta, SliceSource
+
+__all__ = ["ScannedFile", "predicted_dtype", "scan_file"]
+
+PIXEL_DATA = 0x7FE00010
+FLOAT_PIXEL_DATA = 0x7FE00008
+DOUBLE_PIXEL_DATA = 0x7FE00009
+_PIXEL_TAGS = {PIXEL_DATA: "PixelData", FLOAT_PIXEL_DATA: "FloatPixelData", DOUBLE_PIXEL_DATA: "DoubleFloatPixelData"}
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_FAST_SYNTAXES = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+_FAST_PHOTOMETRIC = {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"}
+_UNDEFINED = 0xFFFFFFFF
+_MAX_UID = 128
+
+Deidentify = Callable[[Dataset, str], None]
+
+
+@dataclass
+class ScannedFile:
+    """One accepted instance: its series facts and a source per frame."""
+
+    name: str
+    path: Path
+    size: int
+    meta: SeriesMeta
+    sources: list[SliceSource]
+    sop_class_uid: str
+    modality: str
+    rows: int
+    cols: int
+    samples: int
+    pixel_spacing: tuple[float, float] | None
+    orientation: tuple[float, ...] | None
+    notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class _PixelElement:
+    tag: int
+    length: int
+    value_offset: int
+
+    @property
+    def encapsulated(self) -> bool:
+        return self.length == _UNDEFINED
+
+
+def predicted_dtype(tag: int, bits_allocated: int, pixel_representation: int, name: str) -> str:
+    """The dtype pydicom decodes these pixels to."""
+    if tag == FLOAT_PIXEL_DATA:
+        return "float32"
+    if tag == DOUBLE_PIXEL_DATA:
+        return "float64"
+    if bits_allocated == 1:
+        return "uint8"
+    if bits_allocated not in (8, 16, 32, 64):
+        raise MalformedDicom(name, f"BitsAllocated {bits_allocated} is not 1, 8, 16, 32 or 64")
+    return f"{'int' if pixel_representation == 1 else 'uint'}{bits_allocated}"
+
+
+def _looks_like_dataset(head: bytes) -> bool:
+    """Raw DICOM without preamble starts with a group 0002 or 0008 tag."""
+    return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08") and head[2:4] != b"\x00\x00"
+
+
+def _read_element_header(fp: BinaryIO, pos: int, implicit: bool, little: bool, size: int, name: str) -> _PixelElement:
+    fp.seek(pos)
+    head = fp.read(12)
+    if len(head) < 8:
+        raise TruncatedFile(name, "the file ends inside the pixel data element")
+    endian = "<" if little else ">"
+    group, element = struct.unpack(endian + "HH", head[:4])
+    tag = (group << 16) | element
+    if implicit:
+        (length,) = struct.unpack(endian + "L", head[4:8])
+        offset = pos + 8
+    elif head[4:6] in _LONG_VRS:
+        if len(head) < 12:
+            raise TruncatedFile(name, "the file ends inside the pixel data element")
+        (length,) = struct.unpack(endian + "L", head[8:12])
+        offset = pos + 12
+    else:
+        (length,) = struct.unpack(endian + "H", head[6:8])
+        offset = pos + 8
+    return _PixelElement(tag, length, offset)
+
+
+def _count_fragments(fp: BinaryIO, offset: int, size: int, name: str) -> int:
+    """Walk the items of encapsulated pixel data; a cut-short file is found here."""
+    pos, count = offset, 0
+    while pos + 8 <= size:
+        fp.seek(pos)
+        group, element, length = struct.unpack("<HHL", fp.read(8))
+        tag = (group << 16) | element
+        if tag == 0xFFFEE0DD:
+            return count
+        if tag != 0xFFFEE000 or length == _UNDEFINED:
+            raise MalformedDicom(name, f"encapsulated pixel data has a broken item at byte {pos}")
+        pos += 8 + length
+        if pos > size:
+            raise TruncatedFile(name, "the compressed pixel data ends early")
+        count += 1
+    if pos != size:
+        raise TruncatedFile(name, "the compressed pixel data ends early")
+    return count
+
+
+def _check_inflated_size(fp: BinaryIO, start: int, cap: int, name: str) -> None:
+    """Inflate the deflated dataset in chunks, counting, so a bomb is stopped at the cap."""
+    fp.seek(start)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    while chunk := fp.read(1 << 16):
+        data = inflater.decompress(chunk, 1 << 20)
+        while True:
+            total += len(data)
+            if total > cap:
+                raise DecompressionBomb(name, f"the deflated dataset inflates beyond {cap >> 20} MiB")
+            if not inflater.unconsumed_tail:
+                break
+            data = inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+        if inflater.eof:
+            break
+
+
+def _uid(ds: Dataset, keyword: str, name: str) -> str:
+    value = text_of(ds, keyword)
+    if not value:
+        raise MalformedDicom(name, f"{keyword} is missing")
+    if len(value) > _MAX_UID or any(ord(ch) < 32 for ch in value):
+        raise MalformedDicom(name, f"{keyword} is not a valid UID")
+    return value
+
+
+def _int_attr(ds: Dataset, keyword: str, name: str, default: int | None = None) -> int:
+    value = ds.get(keyword, default)
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise MalformedDicom(name, f"{keyword} is missing")
+    try:
+        return int(value)
+    except (TypeError, ValueError) as error:
+        raise MalformedDicom(name, f"{keyword} {value!r} is not a number") from error
+
+
+def _check_decoder(ts: UID, name: str) -> None:
+    if not ts.is_transfer_syntax:
+        raise UnsupportedTransferSyntax(name, f"transfer syntax {ts} is unknown")
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError as error:
+        raise UnsupportedTransferSyntax(name, f"no pixel decoder exists for {ts.name} ({ts})") from error
+    if not decoder.is_available:
+        raise UnsupportedTransferSyntax(name, f"no decoder plugin is installed for {ts.name} ({ts})")
+
+
+def scan_file(
+    path: Path,
+    name: str,
+    limits: IngestLimits,
+    headers: HeaderJson,
+    deidentify: Deidentify | None = None,
+) -> ScannedFile:
+    """Validate one file and describe its planes; raises a named :class:`IngestError`.
+
+    Parameters
+    ----------
+    path : Path
+        The file (it must stay in place until the ingest has written its series).
+    name : str
+        How errors name it (the user's file name or zip member).
+    limits : IngestLimits
+        Caps checked before any pixel is decoded.
+    headers : HeaderJson
+        JSON converter shared across the files of one ingest.
+    deidentify : callable, optional
+        Applied to the header (in place) before anything is kept.
+    """
+    try:
+        size = path.stat().st_size
+        fp = path.open("rb")
+    except OSError as error:
+        raise UnreadableFile(name, f"cannot read it ({error.strerror or error})") from error
+    if size == 0:
+        fp.close()
+        raise EmptyFile(name, "the file is empty (0 bytes)")
+    with fp:
+        head = fp.read(132)
+        if len(head) < 132 or head[128:132] != b"DICM":
+            if _looks_like_dataset(head):
+                raise MissingPreamble(name, "DICOM data without the 128-byte preamble and 'DICM' marker")
+            raise NotDicom(name, "no 'DICM' marker at byte 128")
+        with quiet_pydicom() as caught:
+            try:
+                return _scan(fp, path, name, size, limits, headers, deidentify, caught)
+            except IngestError:
+                raise
+            except Exception as error:
+                raise classify(name, error) from error
+
+
+def _scan(
+    fp: BinaryIO,
+    path: Path,
+    name: str,
+    size: int,
+    limits: IngestLimits,
+    headers: HeaderJson,
+    deidentify: Deidentify | None,
+    caught: list[Any],
+) -> ScannedFile:
+    fp.seek(0)
+    read_preamble(fp, False)
+    file_meta = _read_file_meta_info(fp)
+    dataset_start = fp.tell()
+    ts_text = str(file_meta.get("TransferSyntaxUID", "") or "").strip()
+    if not ts_text:
+        raise MalformedDicom(name, "the file meta information has no TransferSyntaxUID")
+    ts = UID(ts_text)
+    if ts == DeflatedExplicitVRLittleEndian:
+        _check_inflated_size(fp, dataset_start, limits.max_inflated_bytes, name)
+
+    fp.seek(0)
+    ds = pydicom.dcmread(fp, stop_before_pixels=True)
+    pixel_pos = fp.tell()
+    implicit, little = ds.original_encoding
+    deflated = ts == DeflatedExplicitVRLittleEndian
+
+    sop_instance_uid = _uid(ds, "SOPInstanceUID", name)
+    sop_class_uid = text_of(ds, "SOPClassUID") or text_of(file_meta, "MediaStorageSOPClassUID")
+    if deflated:
+        element = None
+    else:
+        if pixel_pos >= size:
+            raise NoPixelData(name, f"no pixel data in this {_sop_name(sop_class_uid)}")
+        element = _read_element_header(fp, pixel_pos, bool(implicit), bool(little), size, name)
+        if element.tag not in _PIXEL_TAGS:
+            raise NoPixelData(name, f"no pixel data in this {_sop_name(sop_class_uid)}")
+    _uid(ds, "SeriesInstanceUID", name)
+    _uid(ds, "StudyInstanceUID", name)
+
+    rows = _int_attr(ds, "Rows", name)
+    cols = _int_attr(ds, "Columns", name)
+    samples = _int_attr(ds, "SamplesPerPixel", name, 1)
+    bits_allocated = _int_attr(ds, "BitsAllocated", name)
+    bits_stored = _int_attr(ds, "BitsStored", name, bits_allocated)
+    representation = _int_attr(ds, "PixelRepresentation", name, 0)
+    frames = _int_attr(ds, "NumberOfFrames", name, 1)
+    if rows < 1 or cols < 1 or samples < 1 or frames < 1:
+        raise MalformedDicom(name, f"impossible image size {rows}x{cols}, {samples} samples, {frames} frames")
+    bits = bits_allocated
+    if element is not None and element.tag == FLOAT_PIXEL_DATA:
+        bits = 32
+    elif element is not None and element.tag == DOUBLE_PIXEL_DATA:
+        bits = 64
+    expected = math.ceil(rows * cols * samples * frames * bits / 8)
+    decoded = rows * cols * samples * frames * max(1, math.ceil(bits / 8))
+    if decoded > limits.max_image_bytes:
+        raise ImageTooLarge(
+            name,
+            f"{rows}x{cols} pixels x {frames} frames x {samples} samples needs {decoded >> 20} MiB, above the cap "
+            f"of {limits.max_image_bytes >> 20} MiB",
+        )
+
+    encapsulated = element.encapsulated if element is not None else ts.is_encapsulated
+    if encapsulated or deflated or not little:
+        _check_decoder(ts, name)
+    elif not ts.is_transfer_syntax:
+        raise UnsupportedTransferSyntax(name, f"transfer syntax {ts} is unknown")
+    if encapsulated != ts.is_encapsulated and element is not None and element.tag == PIXEL_DATA:
+        raise MalformedDicom(
+            name, f"pixel data is {'encapsulated' if encapsulated else 'native'} but the transfer syntax says otherwise"
+        )
+
+    if element is not None:
+        if encapsulated:
+            if _count_fragments(fp, element.value_offset, size, name) < 2:
+                raise PixelDataMismatch(name, "the compressed pixel data holds no image fragments")
+        else:
+            if element.value_offset + element.length > size:
+                raise TruncatedFile(
+                    name, f"pixel data declares {element.length} bytes but the file ends after "
+                    f"{size - element.value_offset}"
+                )
+            if not expected <= element.length <= expected + 1:
+                raise PixelDataMismatch(
+                    name,
+                    f"{rows} rows x {cols} columns x {frames} frames x {samples} samples at {bits} bits needs "
+                    f"{expected} bytes of pixel data, the file has {element.length}",
+                )
+    else:
+        full = pydicom.dcmread(path)
+        pixel_keyword = next((k for k in _PIXEL_TAGS.values() if k in full), None)
+        if pixel_keyword is None:
+            raise NoPixelData(name, f"no pixel data in this {_sop_name(sop_class_uid)}")
+        if not ts.is_encapsulated and not expected <= len(full[pixel_keyword].value) <= expected + 1:
+            raise PixelDataMismatch(
+                name, f"the header needs {expected} bytes of pixel data, the file has {len(full[pixel_keyword].value)}"
+            )
+        del full
+
+    dtype = predicted_dtype(element.tag if element is not None else PIXEL_DATA, bits_allocated, representation, name)
+    if deidentify is not None:
+        deidentify(ds, name)
+    meta = series_meta(ds)
+    photometric = text_of(ds, "PhotometricInterpretation").upper()
+    fast = (
+        element is not None
+        and element.tag == PIXEL_DATA
+        and ts in _FAST_SYNTAXES
+        and samples == 1
+        and photometric in _FAST_PHOTOMETRIC
+        and bits_allocated in (8, 16, 32, 64)
+    )
+    reader: NativeFrames | DecodedFrames
+    if fast and element is not None:
+        reader = NativeFrames(path, element.value_offset, rows, cols, dtype, bits_stored)
+    else:
+        reader = DecodedFrames(path, name, frames)
+
+    frame_headers = headers.per_frame(ds, frames)
+    facts = frame_facts(ds, frames)
+    sop_instance_uid = text_of(ds, "SOPInstanceUID")
+    instance_number = _optional_int(ds.get("InstanceNumber"))
+    sources = [
+        SliceSource(
+            sop_instance_uid=sop_instance_uid,
+            frame=i + 1,
+            channel=facts[i].channel,
+            header_json=frame_headers[i],
+            read_pixels=_frame_reader(reader, i),
+            rows=rows,
+            cols=cols,
+            dtype=dtype,
+            samples=samples,
+            position=facts[i].position,
+            orientation=facts[i].orientation,
+            instance_number=instance_number,
+            sop_class_uid=sop_class_uid,
+            rescale_slope=facts[i].slope,
+            rescale_intercept=facts[i].intercept,
+            origin=name,
+        )
+        for i in range(frames)
+    ]
+    return ScannedFile(
+        name=name,
+        path=path,
+        size=size,
+        meta=meta,
+        sources=sources,
+        sop_class_uid=sop_class_uid,
+        modality=meta.modality,
+        rows=rows,
+        cols=cols,
+        samples=samples,
+        pixel_spacing=meta.pixel_spacing,
+        orientation=facts[0].orientation,
+        notes=tuple(str(w.message) for w in caught),
+    )
+
+
+def _frame_reader(reader: NativeFrames | DecodedFrames, index: int) -> Callable[[], Any]:
+    return lambda: reader.read(index)
+
+
+def _optional_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _sop_name(sop_class_uid: str) -> str:
+    name = UID(sop_class_uid).name if sop_class_uid else ""
+    return f"{name} object" if name and name != sop_class_uid else "file"

@@ -1,0 +1,51 @@
+"""The local slice store: HDF5 series files and a SQLite catalog (the only h5py user)."""
+
+from pacslab.store.errors import (
+    CatalogError,
+    JobNotFound,
+    SeriesFileError,
+    SeriesNotFound,
+    SliceIndexError,
+    StoreError,
+    StoreFull,
+)
+from pacslab.store.records import InstanceRecord, JobRecord, JobStatus, SeriesInfo, StudyRecord, utc_now
+from pacslab.store.series_file import FORMAT_VERSION, read_series_slices
+from pacslab.store.slice_store import SliceStore
+from pacslab.store.slices import SeriesMeta, SliceReadError, SliceSource
+from pacslab.store.writer import WriteOutcome
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CatalogError",
+    "InstanceRecord",
+    "JobNotFound",
+    "JobRecord",
+    "JobStatus",
+    "SeriesFileError",
+    "SeriesInfo",
+    "SeriesMeta",
+    "SeriesNotFound",
+    "SliceIndexError",
+    "SliceReadError",
+    "SliceSource",
+    "SliceStore",
+    "StoreError",
+    "StoreFull",
+    "StudyRecord",
+    "WriteOutcome",
+    "read_series_slices",
+    "utc_now",
+]
+
+# Job result files live in pacslab.store.results; their names are offered here on first use so
+# this package does not depend on that module being present.
+_RESULT_NAMES = ("ResultFile", "ResultReader", "ResultWriter")
+
+
+def __getattr__(name: str) -> object:
+    if name in _RESULT_NAMES:
+        from pacslab.store import results
+
+        return getattr(results, name)
+    raise AttributeError(f"module 'pacslab.store' has no attribute {name!r}")
