@@ -1,0 +1,316 @@
+"""Opening DICOM associations with our settings, and turning their failures into named errors.
+
+Shared by the SCU (:mod:`pacslab.pacs.dimse`) and our Storage SCP (:mod:`pacslab.pacs.receiver`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    ComputedRadiographyImageStorage,
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    DigitalMammographyXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForPresentation,
+    EnhancedCTImageStorage,
+    EnhancedMRImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    MRImageStorage,
+    NuclearMedicineImageStorage,
+    PositronEmissionTomographyImageStorage,
+    RLELossless,
+    SecondaryCaptureImageStorage,
+    SegmentationStorage,
+    UltrasoundImageStorage,
+    UltrasoundMultiFrameImageStorage,
+    XRayAngiographicImageStorage,
+)
+from pynetdicom import AE, build_context, evt
+from pynetdicom._handlers import (
+    standard_dimse_recv_handler,
+    standard_dimse_sent_handler,
+    standard_pdu_recv_handler,
+    standard_pdu_sent_handler,
+)
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.status import code_to_category
+
+from pacslab.config import Config, PacsNode
+from pacslab.pacs.errors import (
+    AssociationAborted,
+    AssociationRejected,
+    NoAcceptedContext,
+    PacsTimeout,
+    PacsUnreachable,
+)
+
+__all__ = [
+    "COMPRESSED_TRANSFER_SYNTAXES",
+    "DEFAULT_STORAGE_CLASSES",
+    "PATIENT_ROOT_FIND",
+    "STUDY_ROOT_FIND",
+    "STUDY_ROOT_GET",
+    "STUDY_ROOT_MOVE",
+    "UNCOMPRESSED_TRANSFER_SYNTAXES",
+    "VERIFICATION",
+    "Connector",
+    "lean_connection",
+    "make_ae",
+    "status_category",
+    "status_meaning",
+    "storage_contexts",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+# Service-object pair classes of verification and Query/Retrieve (PS3.4 annexes A and C).
+VERIFICATION = UID("1.2.840.10008.1.1")
+PATIENT_ROOT_FIND = UID("1.2.840.10008.5.1.4.1.2.1.1")
+STUDY_ROOT_FIND = UID("1.2.840.10008.5.1.4.1.2.2.1")
+STUDY_ROOT_MOVE = UID("1.2.840.10008.5.1.4.1.2.2.2")
+STUDY_ROOT_GET = UID("1.2.840.10008.5.1.4.1.2.2.3")
+
+UNCOMPRESSED_TRANSFER_SYNTAXES: tuple[str, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+# Encodings we accept as stored, so the PACS need not transcode; the ingest decodes them.
+COMPRESSED_TRANSFER_SYNTAXES: tuple[str, ...] = (
+    JPEGLosslessSV1,
+    JPEG2000Lossless,
+    RLELossless,
+    JPEGLSLossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEG2000,
+    JPEGLSNearLossless,
+    DeflatedExplicitVRLittleEndian,
+)
+# Offered when we cannot ask the PACS which SOP classes an instance has.
+DEFAULT_STORAGE_CLASSES: tuple[str, ...] = (
+    CTImageStorage,
+    MRImageStorage,
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalMammographyXRayImageStorageForPresentation,
+    UltrasoundImageStorage,
+    UltrasoundMultiFrameImageStorage,
+    SecondaryCaptureImageStorage,
+    NuclearMedicineImageStorage,
+    PositronEmissionTomographyImageStorage,
+    XRayAngiographicImageStorage,
+    EnhancedCTImageStorage,
+    EnhancedMRImageStorage,
+    SegmentationStorage,
+)
+MAX_CONTEXTS = 128
+# Largest PDU we accept: fewer, larger PDUs cost pynetdicom less per byte.
+MAX_PDU = 1 << 20
+# Poll interval of pynetdicom's network reactor during transfers (its default, 1 ms,
+# adds up to two such waits per instance on a fast link).
+TRANSFER_LOOP_DELAY = 0.0001
+
+_STANDARD_LOG_HANDLERS = (
+    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
+    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
+    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
+)
+
+
+def lean_connection(event: evt.Event, fast_loop: bool = False) -> None:
+    """``EVT_CONN_OPEN`` handler: TCP_NODELAY on the socket, no per-PDU logging work.
+
+    Without TCP_NODELAY each small DIMSE message waits on the peer's delayed ACK (tens of ms
+    per C-FIND). pynetdicom's standard log handlers decode every message even when nobody
+    reads the log, so they are unbound unless the ``pynetdicom`` logger shows INFO.
+    """
+    assoc = event.assoc
+    sock = getattr(assoc.dul.socket, "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # the peer may already have closed it
+            LOGGER.debug("could not set TCP_NODELAY", exc_info=True)
+    if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+        for event_type, handler in _STANDARD_LOG_HANDLERS:
+            with contextlib.suppress(ValueError, KeyError):  # not bound on this association
+                assoc.unbind(event_type, handler)
+    if fast_loop:
+        assoc.dul._run_loop_delay = TRANSFER_LOOP_DELAY
+
+
+def make_ae(config: Config) -> AE:
+    """An application entity with our AE title and the configured timeouts."""
+    ae = AE(ae_title=config.ae_title)
+    timeouts = config.timeouts
+    ae.connection_timeout = timeouts.connection
+    ae.acse_timeout = timeouts.acse
+    ae.dimse_timeout = timeouts.dimse
+    ae.network_timeout = timeouts.network
+    ae.maximum_pdu_size = MAX_PDU
+    return ae
+
+
+def status_category(code: int) -> str:
+    """``"success"``, ``"pending"``, ``"cancel"``, ``"warning"`` or ``"failure"`` for a DIMSE status."""
+    category = code_to_category(code).lower()
+    return "failure" if category == "unknown" else category
+
+
+def status_meaning(code: int, service: str = "") -> str:
+    """The standard's words for a DIMSE status ``code`` of ``service`` (find, get, move, store)."""
+    from pynetdicom import status as st
+
+    tables = {
+        "find": st.QR_FIND_SERVICE_CLASS_STATUS,
+        "get": st.QR_GET_SERVICE_CLASS_STATUS,
+        "move": st.QR_MOVE_SERVICE_CLASS_STATUS,
+        "store": st.STORAGE_SERVICE_CLASS_STATUS,
+    }
+    table = tables.get(service, st.GENERAL_STATUS)
+    for candidate in (table, st.GENERAL_STATUS):
+        if code in candidate:
+            return candidate[code][1] or candidate[code][0]
+    if 0xA700 <= code <= 0xA7FF:
+        return "Refused: Out of resources"
+    if 0xA900 <= code <= 0xA9FF:
+        return "Data set does not match SOP class"
+    if 0xC000 <= code <= 0xCFFF:
+        return "Unable to process"
+    return code_to_category(code)
+
+
+def storage_contexts(
+    sop_classes: Iterable[str], budget: int = MAX_CONTEXTS, compressed: bool = True
+) -> list[PresentationContext]:
+    """Presentation contexts to receive ``sop_classes``: uncompressed, plus each compressed encoding.
+
+    One context per (SOP class, compressed syntax) lets the PACS send what it stores without
+    transcoding; the number of compressed contexts shrinks to stay within ``budget``.
+    """
+    classes = list(dict.fromkeys(str(c) for c in sop_classes if c))
+    if not classes:
+        classes = list(DEFAULT_STORAGE_CLASSES)
+    classes = classes[:budget]
+    per_class = (budget - len(classes)) // len(classes) if compressed else 0
+    extra = COMPRESSED_TRANSFER_SYNTAXES[: max(0, per_class)]
+    contexts = [build_context(c, list(UNCOMPRESSED_TRANSFER_SYNTAXES)) for c in classes]
+    contexts += [build_context(c, ts) for c in classes for ts in extra]
+    return contexts
+
+
+@dataclass
+class _Watch:
+    """What happened while opening an association (filled by event handlers)."""
+
+    opened: threading.Event = field(default_factory=threading.Event)
+    accepted: threading.Event = field(default_factory=threading.Event)
+    peer_aborted: threading.Event = field(default_factory=threading.Event)
+
+
+class Connector:
+    """Opens associations to one node and raises a named error when that fails.
+
+    Parameters
+    ----------
+    node : PacsNode
+        The PACS.
+    config : Config
+        Our AE title and the timeouts.
+    """
+
+    def __init__(self, node: PacsNode, config: Config) -> None:
+        self.node = node
+        self.config = config
+        self.ae = make_ae(config)
+
+    def associate(
+        self,
+        contexts: Sequence[PresentationContext],
+        purpose: str,
+        ext_neg: Sequence[Any] = (),
+        handlers: Sequence[tuple[Any, ...]] = (),
+        fast_loop: bool = False,
+    ) -> Association:
+        """Open an association offering ``contexts``; ``purpose`` names it in errors.
+
+        Raises
+        ------
+        PacsUnreachable, PacsTimeout, AssociationRejected, AssociationAborted, NoAcceptedContext
+        """
+        node = self.node
+        watch = _Watch()
+        evt_handlers: list[tuple[Any, ...]] = [
+            (evt.EVT_CONN_OPEN, _on_open, [watch, fast_loop]),
+            (evt.EVT_ACCEPTED, _on_accepted, [watch]),
+            (evt.EVT_ABORTED, _on_aborted, [watch]),
+            *handlers,
+        ]
+        started = time.monotonic()
+        assoc = self.ae.associate(
+            node.host,
+            node.port,
+            contexts=list(contexts),
+            ae_title=node.ae_title,
+            ext_neg=list(ext_neg),
+            evt_handlers=evt_handlers,
+        )
+        if assoc.is_established:
+            return assoc
+        elapsed = time.monotonic() - started
+        timeouts = self.config.timeouts
+        if assoc.is_rejected:
+            rsp = assoc.acceptor.primitive
+            raise AssociationRejected(
+                node.host,
+                node.port,
+                self.config.ae_title,
+                node.ae_title,
+                result=rsp.result_str if rsp is not None else "rejected",
+                source=rsp.source_str if rsp is not None else "",
+                reason=rsp.reason_str if rsp is not None else "no reason given",
+            )
+        if not watch.opened.is_set():
+            raise PacsUnreachable(node.host, node.port, timeouts.connection, f"no connection for {purpose}")
+        if watch.accepted.is_set():
+            raise NoAcceptedContext(node.host, node.port, purpose, [str(c.abstract_syntax) for c in contexts])
+        if elapsed >= timeouts.acse * 0.9:
+            raise PacsTimeout(node.host, node.port, "acse", timeouts.acse)
+        raise AssociationAborted(node.host, node.port, f"association negotiation for {purpose}")
+
+
+def _on_open(event: evt.Event, watch: _Watch, fast_loop: bool) -> None:
+    watch.opened.set()
+    lean_connection(event, fast_loop=fast_loop)
+
+
+def _on_accepted(event: evt.Event, watch: _Watch) -> None:
+    watch.accepted.set()
+
+
+def _on_aborted(event: evt.Event, watch: _Watch) -> None:
+    watch.peer_aborted.set()
+
+
+def accepted_uid(assoc: Association, abstract_syntax: str) -> UID | None:
+    """The transfer syntax accepted for ``abstract_syntax`` as SCU, or None."""
+    for cx in assoc.accepted_contexts:
+        if cx.abstract_syntax == abstract_syntax and cx.as_scu:
+            return UID(cx.transfer_syntax[0])
+    return None

@@ -1,0 +1,479 @@
+"""The DICOMweb transport: QIDO-RS, WADO-RS and STOW-RS with dicomweb-client.
+
+:class:`DicomwebClient` implements :class:`~pacslab.pacs.client.PacsClient` with the same
+filters, records and errors as the DIMSE client. WADO-RS parts are handed to the callback
+as they stream in, in the transfer syntax the server stores (no transcoding, no decoding).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from io import BytesIO
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import pydicom
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from pacslab.config import Config, PacsNode
+from pacslab.pacs import query
+from pacslab.pacs.client import (
+    DateFilter,
+    InstanceMatch,
+    OnInstance,
+    OnProgress,
+    PatientMatch,
+    QueryTable,
+    ReceivedInstance,
+    RetrieveMethod,
+    RetrieveResult,
+    SeriesMatch,
+    StoreStatus,
+    StudyMatch,
+)
+from pacslab.pacs.dimse import RetrieveRequest
+from pacslab.pacs.errors import (
+    AssociationAborted,
+    PacsError,
+    PacsTimeout,
+    PacsUnreachable,
+    QueryFailed,
+    QueryFilterError,
+    RetrieveFailed,
+    RetrieveIncomplete,
+)
+from pacslab.pacs.receiver import RetrieveSession
+
+__all__ = ["DicomwebClient"]
+
+LOGGER = logging.getLogger(__name__)
+
+# "*": every instance in the transfer syntax it is stored in, so the server need not transcode.
+ACCEPT_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+class _WebClient(DICOMwebClient):
+    """dicomweb-client with WADO-RS parts as raw bytes (its public methods decode each part)."""
+
+    def iter_parts(self, url: str, accept: str = ACCEPT_AS_STORED) -> Iterator[bytes]:
+        """Stream the parts of a multipart WADO-RS response."""
+        response = self._http_get(url, headers={"Accept": accept}, stream=True)
+        content_type = response.headers.get("Content-Type", "")
+        if content_type.startswith("application/dicom"):
+            # A server that sends a single instance without the multipart envelope.
+            with response:
+                yield response.content
+            return
+        yield from self._decode_multipart_message(response, stream=True)
+
+
+class DicomwebClient:
+    """A PACS spoken to over DICOMweb (QIDO-RS, WADO-RS, STOW-RS).
+
+    Parameters
+    ----------
+    node : PacsNode
+        ``dicomweb_url`` is the service root (``http://host:port/dicom-web``).
+    config : Config
+        Timeouts (``connection`` to connect, ``network`` between bytes).
+    modalities_in_study : bool, optional
+        Whether the server matches ModalitiesInStudy; ``None`` finds out from its answers.
+    """
+
+    def __init__(self, node: PacsNode, config: Config, *, modalities_in_study: bool | None = None) -> None:
+        if not node.dicomweb_url:
+            raise QueryFilterError("dicomweb_url", "", f"node {node.name!r} has no DICOMweb URL")
+        self.node = node
+        self.config = config
+        self.modalities_in_study = modalities_in_study
+        parts = urlsplit(node.dicomweb_url)
+        self._host = parts.hostname or node.host
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._session = requests.Session()
+        self._web = _WebClient(
+            url=node.dicomweb_url.rstrip("/"),
+            session=self._session,
+            timeout=(config.timeouts.connection, config.timeouts.network),
+        )
+        # Retries with back-off would hide a stopped server for many seconds.
+        self._web.set_http_retry_params(retry=False)
+
+    def __enter__(self) -> DicomwebClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self._session.close()
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def _raise(self, exc: Exception, during: str) -> NoReturn:
+        """Translate a requests/HTTP error into a named PACS error."""
+        timeouts = self.config.timeouts
+        if isinstance(exc, requests.ConnectTimeout):
+            raise PacsUnreachable(self._host, self._port, timeouts.connection, str(exc)) from exc
+        if isinstance(exc, requests.Timeout):
+            raise PacsTimeout(self._host, self._port, "network", timeouts.network) from exc
+        if isinstance(exc, requests.HTTPError) and exc.response is not None:
+            code = exc.response.status_code
+            raise QueryFailed(code, f"HTTP {code} {exc.response.reason}", during) from exc
+        if isinstance(exc, requests.ConnectionError) and not _mid_transfer(exc):
+            raise PacsUnreachable(self._host, self._port, timeouts.connection, str(exc)) from exc
+        raise AssociationAborted(self._host, self._port, during) from exc
+
+    # -- echo and queries -----------------------------------------------------------------
+
+    def echo(self) -> float:
+        """A one-study QIDO-RS request; return its round trip in seconds."""
+        started = time.monotonic()
+        try:
+            self._web.search_for_studies(limit=1, fields=["StudyInstanceUID"])
+        except (requests.RequestException, ValueError) as exc:
+            self._raise(exc, "QIDO-RS echo")
+        return time.monotonic() - started
+
+    def _qido(self, level: query.Level, filters: query.QueryFilters, mis: bool) -> tuple[list[Dataset], bool]:
+        params = query.qido_params(level, filters)
+        if not mis:
+            params.pop("ModalitiesInStudy", None)
+        limit = None if filters.limit is None else filters.limit + 1
+        fields = query.qido_fields(level)
+        try:
+            if level == "STUDY":
+                raw = self._web.search_for_studies(search_filters=params, fields=fields, limit=limit)
+            elif level == "SERIES":
+                study = params.pop("StudyInstanceUID", None)
+                if study is not None and "," in study:
+                    params["StudyInstanceUID"], study = study, None
+                raw = self._web.search_for_series(
+                    study_instance_uid=study, search_filters=params, fields=fields, limit=limit
+                )
+            else:
+                study = params.pop("StudyInstanceUID", None)
+                series = params.pop("SeriesInstanceUID", None)
+                raw = self._web.search_for_instances(
+                    study_instance_uid=study,
+                    series_instance_uid=series,
+                    search_filters=params,
+                    fields=fields,
+                    limit=limit,
+                )
+        except (requests.RequestException, ValueError) as exc:
+            self._raise(exc, f"QIDO-RS {level.lower()} query")
+        answers = [Dataset.from_json(item) for item in raw]
+        truncated = filters.limit is not None and len(answers) > filters.limit
+        if truncated:
+            answers = answers[: filters.limit]
+        return answers, truncated
+
+    def _find(self, level: query.Level, filters: query.QueryFilters) -> QueryTable[Any]:
+        answers, truncated = self._qido(level, filters, True)
+        records = [query.record_from(level, a) for a in answers]
+        return QueryTable(level, records, query.RECORD_TYPES[level], truncated)
+
+    def find_patients(
+        self,
+        *,
+        patient_name: str | None = None,
+        patient_id: str | None = None,
+        patient_birth_date: DateFilter = None,
+        limit: int | None = None,
+    ) -> QueryTable[PatientMatch]:
+        """Patients matching the filters (QIDO-RS has no patient level: studies grouped by patient)."""
+        filters = query.make_filters(
+            patient_name=patient_name,
+            patient_id=patient_id,
+            patient_birth_date=patient_birth_date,
+            limit=limit,
+        )
+        answers, _ = self._qido("STUDY", filters.without("limit"), True)
+        patients: dict[tuple[str, str], list[Dataset]] = {}
+        for a in answers:
+            key = (str(a.get("PatientID", "")), str(a.get("PatientName", "")))
+            patients.setdefault(key, []).append(a)
+        records = [
+            PatientMatch(
+                patient_id=pid,
+                patient_name=name,
+                patient_birth_date=str(group[0].get("PatientBirthDate", "") or ""),
+                patient_sex=str(group[0].get("PatientSex", "") or ""),
+                n_studies=len(group),
+            )
+            for (pid, name), group in patients.items()
+        ]
+        truncated = limit is not None and len(records) > limit
+        return QueryTable("PATIENT", records[:limit] if limit else records, PatientMatch, truncated)
+
+    def find_studies(
+        self,
+        *,
+        patient_name: str | None = None,
+        patient_id: str | None = None,
+        patient_birth_date: DateFilter = None,
+        accession_number: str | None = None,
+        study_date: DateFilter = None,
+        modality: str | None = None,
+        study_description: str | None = None,
+        study_uid: str | Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> QueryTable[StudyMatch]:
+        """Studies matching the filters, with counts of series and instances."""
+        filters = query.make_filters(
+            patient_name=patient_name,
+            patient_id=patient_id,
+            patient_birth_date=patient_birth_date,
+            accession_number=accession_number,
+            study_date=study_date,
+            modality=modality,
+            study_description=study_description,
+            study_uid=study_uid,
+            limit=limit,
+        )
+        outcome = query.find_studies(self._qido, filters, self.modalities_in_study)
+        if outcome.modalities_in_study is not None:
+            self.modalities_in_study = outcome.modalities_in_study
+        return QueryTable("STUDY", outcome.studies, StudyMatch, outcome.truncated, outcome.messages)
+
+    def find_series(
+        self,
+        study_uid: str | None = None,
+        *,
+        modality: str | None = None,
+        series_description: str | None = None,
+        series_uid: str | Sequence[str] | None = None,
+        patient_id: str | None = None,
+        limit: int | None = None,
+    ) -> QueryTable[SeriesMatch]:
+        """Series of a study matching the filters."""
+        filters = query.make_filters(
+            study_uid=study_uid,
+            modality=modality,
+            series_description=series_description,
+            series_uid=series_uid,
+            patient_id=patient_id,
+            limit=limit,
+        )
+        return self._find("SERIES", filters)
+
+    def find_instances(
+        self,
+        study_uid: str,
+        series_uid: str,
+        *,
+        sop_instance_uid: str | Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> QueryTable[InstanceMatch]:
+        """Instances of a series."""
+        filters = query.make_filters(
+            study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_instance_uid, limit=limit
+        )
+        return self._find("IMAGE", filters)
+
+    # -- retrieve -------------------------------------------------------------------------
+
+    def retrieve_study(
+        self,
+        study_uid: str,
+        *,
+        on_instance: OnInstance,
+        method: RetrieveMethod = "auto",
+        on_progress: OnProgress | None = None,
+        cancel_event: threading.Event | None = None,
+    ) -> RetrieveResult:
+        """Fetch every instance of a study into ``on_instance`` by WADO-RS."""
+        return self.retrieve(RetrieveRequest.make(study_uid), on_instance, method, on_progress, cancel_event)
+
+    def retrieve_series(
+        self,
+        study_uid: str,
+        series_uid: str,
+        *,
+        on_instance: OnInstance,
+        method: RetrieveMethod = "auto",
+        on_progress: OnProgress | None = None,
+        cancel_event: threading.Event | None = None,
+    ) -> RetrieveResult:
+        """Fetch every instance of a series into ``on_instance`` by WADO-RS."""
+        request = RetrieveRequest.make(study_uid, series_uid)
+        return self.retrieve(request, on_instance, method, on_progress, cancel_event)
+
+    def retrieve_instances(
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_instance_uids: Sequence[str],
+        *,
+        on_instance: OnInstance,
+        method: RetrieveMethod = "auto",
+        on_progress: OnProgress | None = None,
+        cancel_event: threading.Event | None = None,
+    ) -> RetrieveResult:
+        """Fetch the listed instances into ``on_instance`` by WADO-RS."""
+        request = RetrieveRequest.make(study_uid, series_uid, sop_instance_uids)
+        return self.retrieve(request, on_instance, method, on_progress, cancel_event)
+
+    def _urls(self, request: RetrieveRequest) -> list[str]:
+        base = f"{self._web.base_url}/studies/{request.study_uid}"
+        if request.level == "STUDY":
+            return [base]
+        base += f"/series/{request.series_uid}"
+        if request.level == "SERIES":
+            return [base]
+        return [f"{base}/instances/{uid}" for uid in request.sop_instance_uids]
+
+    def _expected(self, request: RetrieveRequest, messages: list[str]) -> list[str] | None:
+        if request.level == "IMAGE":
+            return list(request.sop_instance_uids)
+        filters = query.make_filters(study_uid=request.study_uid, series_uid=request.series_uid or None)
+        try:
+            answers, _ = self._qido("IMAGE", filters, True)
+        except QueryFailed as exc:
+            messages.append(f"could not list the instances beforehand ({exc})")
+            return None
+        return [str(a.get("SOPInstanceUID", "")) for a in answers if a.get("SOPInstanceUID")]
+
+    def retrieve(
+        self,
+        request: RetrieveRequest,
+        on_instance: OnInstance,
+        method: RetrieveMethod = "auto",
+        on_progress: OnProgress | None = None,
+        cancel_event: threading.Event | None = None,
+    ) -> RetrieveResult:
+        """Run a WADO-RS retrieve, streaming each part to ``on_instance``.
+
+        Raises
+        ------
+        RetrieveIncomplete
+            Instances missing, refused by the callback, or the server went away midway.
+        RetrieveFailed
+            The server refused the request (HTTP error) before sending anything.
+        """
+        if method not in ("auto", "wado"):
+            raise QueryFilterError("method", method, "a DICOMweb node retrieves with 'auto' or 'wado'")
+        messages: list[str] = []
+        expected = self._expected(request, messages)
+        session = RetrieveSession("wado", on_instance, on_progress, expected)
+        lost: PacsError | None = None
+        cancelled = False
+        for url in self._urls(request):
+            parts = self._web.iter_parts(url)
+            try:
+                for part in parts:
+                    session.deliver(_instance(part))
+                    if cancel_event is not None and cancel_event.is_set():
+                        cancelled = True
+                        break
+            except requests.HTTPError as exc:
+                code = exc.response.status_code if exc.response is not None else 0
+                if code == 404 and request.level == "IMAGE":
+                    messages.append(f"{url.rsplit('/', 1)[-1]}: not found")
+                    continue
+                if not session.received_uids:
+                    reason = exc.response.reason if exc.response is not None else str(exc)
+                    raise RetrieveFailed(code, f"HTTP {code} {reason}", "WADO-RS") from exc
+                lost = QueryFailed(code, f"HTTP {code}", "WADO-RS")
+            except (requests.RequestException, InvalidDicomError, ValueError) as exc:
+                try:
+                    self._raise(exc, "WADO-RS retrieve")
+                except PacsError as error:
+                    lost = error
+            finally:
+                close = getattr(parts, "close", None)
+                if close is not None:
+                    close()
+            if cancelled or lost is not None:
+                break
+        level = request.level
+        if cancelled:
+            return session.result(level, "cancelled", None, messages)
+        result = session.result(level, "incomplete", None, messages)
+        reasons = []
+        if lost is not None:
+            reasons.append(str(lost))
+        if session.rejected_uids:
+            refused = len(session.rejected_uids)
+            reasons.append(f"{refused} instances refused by the callback: {session.errors[0]}")
+        if result.missing_uids:
+            reasons.append(f"{len(result.missing_uids)} listed instances did not arrive")
+        if not reasons:
+            return session.result(level, "success", None, messages)
+        raise RetrieveIncomplete(result, "; ".join(reasons)) from (lost or session.first_error)
+
+    # -- store ----------------------------------------------------------------------------
+
+    def store(self, datasets: Iterable[Dataset | Path | str]) -> list[StoreStatus]:
+        """STOW-RS the data sets or files; one :class:`StoreStatus` per item, in order."""
+        loaded: list[Dataset | None] = []
+        statuses: list[StoreStatus | None] = []
+        for item in datasets:
+            try:
+                decoded = item if isinstance(item, Dataset) else pydicom.dcmread(item)
+                decoded.ensure_file_meta()
+                loaded.append(decoded)
+                statuses.append(None)
+            except (OSError, InvalidDicomError, ValueError) as exc:
+                loaded.append(None)
+                statuses.append(StoreStatus("", "", -1, f"not sent: cannot read {item}: {exc}", "failure"))
+        sendable = [ds for ds in loaded if ds is not None]
+        if not sendable:
+            return [s for s in statuses if s is not None]
+        response = self._stow(sendable)
+        outcome: dict[str, tuple[int, str, str]] = {}
+        for item in response.get("ReferencedSOPSequence", []):
+            uid = str(item.ReferencedSOPInstanceUID)
+            warning = item.get("WarningReason")
+            if warning is not None:
+                outcome[uid] = (int(warning), "stored with a warning", "warning")
+            else:
+                outcome[uid] = (0, "stored", "success")
+        for item in response.get("FailedSOPSequence", []):
+            reason = int(item.get("FailureReason", 0xC000) or 0xC000)
+            outcome[str(item.ReferencedSOPInstanceUID)] = (reason, "refused by the server", "failure")
+        result = []
+        for ds, status in zip(loaded, statuses, strict=True):
+            if status is not None or ds is None:
+                result.append(status)
+                continue
+            uid = str(ds.SOPInstanceUID)
+            code, meaning, category = outcome.get(uid, (-1, "not listed in the STOW-RS response", "failure"))
+            result.append(StoreStatus(uid, str(ds.SOPClassUID), code, meaning, category))  # type: ignore[arg-type]
+        return [s for s in result if s is not None]
+
+    def _stow(self, datasets: list[Dataset]) -> Dataset:
+        try:
+            return self._web.store_instances(datasets)
+        except requests.HTTPError as exc:
+            response = exc.response
+            if response is not None and response.content:
+                try:
+                    return Dataset.from_json(response.content)
+                except (ValueError, TypeError):
+                    pass
+            self._raise(exc, "STOW-RS")
+        except (requests.RequestException, ValueError) as exc:
+            self._raise(exc, "STOW-RS")
+
+
+def _instance(part: bytes) -> ReceivedInstance:
+    try:
+        return ReceivedInstance.from_part10(part)
+    except (InvalidDicomError, AttributeError):
+        # A part without file meta: decode it to learn what it is.
+        ds = pydicom.dcmread(BytesIO(part), force=True)
+        return ReceivedInstance.from_dataset(ds)
+
+
+def _mid_transfer(exc: Exception) -> bool:
+    """True when the connection broke after the server had started answering."""
+    return isinstance(exc, requests.exceptions.ChunkedEncodingError) or "Connection broken" in str(exc)

@@ -1,0 +1,372 @@
+"""Receiving instances: the bookkeeping of one retrieve, and our Storage SCP for C-MOVE.
+
+A :class:`RetrieveSession` hands every instance that arrives (over a C-GET association or to
+the :class:`Receiver`) to the user's callback, one at a time, counts it, and reports progress.
+The :class:`Receiver` is the in-process Storage SCP that C-MOVE sends to; it accepts only
+associations from configured AE titles (and hosts) and only instances some retrieve waits for.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from io import BytesIO
+from typing import Any, ClassVar, cast
+
+from pydicom.dataset import Dataset
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pacslab.config import Config
+from pacslab.pacs.association import lean_connection, make_ae
+from pacslab.pacs.client import (
+    OnInstance,
+    OnProgress,
+    ReceivedInstance,
+    RetrieveProgress,
+    RetrieveResult,
+)
+from pacslab.pacs.errors import PacsError
+
+__all__ = ["Receiver", "ReceiverUnavailable", "RetrieveSession", "instance_from_store_event"]
+
+LOGGER = logging.getLogger(__name__)
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700  # our callback (the ingest) could not take the instance
+STATUS_NOT_AUTHORISED = 0x0124  # nobody asked for this instance
+
+
+class ReceiverUnavailable(PacsError):
+    """Our Storage SCP cannot listen on its port."""
+
+    def __init__(self, host: str, port: int, detail: str) -> None:
+        self.host = host
+        self.port = port
+        super().__init__(
+            f"cannot receive C-MOVE instances on {host}:{port} ({detail}). Another program may use "
+            "that port: set receiver_port in the settings, or use method='c-get'."
+        )
+
+
+def instance_from_store_event(event: evt.Event) -> ReceivedInstance:
+    """The instance of an ``EVT_C_STORE`` event, as sent (no decoding)."""
+    request = cast(C_STORE, event.request)
+    data = cast(BytesIO, request.DataSet)
+    return ReceivedInstance(
+        str(request.AffectedSOPClassUID),
+        str(request.AffectedSOPInstanceUID),
+        str(event.context.transfer_syntax),
+        data.getvalue(),
+    )
+
+
+class RetrieveSession:
+    """Delivery and counting for one retrieve.
+
+    Parameters
+    ----------
+    method : str
+        ``"c-get"``, ``"c-move"`` or ``"wado"``.
+    on_instance : callable
+        Called with each :class:`ReceivedInstance`, never concurrently.
+    on_progress : callable, optional
+        Called with a :class:`RetrieveProgress` after each instance and each pending response.
+    expected_uids : sequence of str, optional
+        SOP Instance UIDs the PACS listed for the request (None when it could not say).
+    """
+
+    def __init__(
+        self,
+        method: str,
+        on_instance: OnInstance,
+        on_progress: OnProgress | None = None,
+        expected_uids: Sequence[str] | None = None,
+    ) -> None:
+        self.method = method
+        self.on_instance = on_instance
+        self.on_progress = on_progress
+        self.expected_uids: tuple[str, ...] | None = (
+            tuple(dict.fromkeys(expected_uids)) if expected_uids is not None else None
+        )
+        self._expected_set = set(self.expected_uids or ())
+        self.msg_id: int | None = None
+        self.started = time.monotonic()
+        self.completed = 0
+        self.failed = 0
+        self.warning = 0
+        self.remaining: int | None = None
+        self.received_uids: list[str] = []
+        self._received_set: set[str] = set()
+        self.rejected_uids: list[str] = []
+        self.errors: list[str] = []
+        self.first_error: BaseException | None = None
+        self._deliver_lock = threading.Lock()
+        self._changed = threading.Condition()
+
+    @property
+    def expected(self) -> int | None:
+        """How many instances the PACS listed, if known."""
+        return None if self.expected_uids is None else len(self.expected_uids)
+
+    def wants(self, sop_instance_uid: str) -> bool:
+        """True if this retrieve expects the instance."""
+        return sop_instance_uid in self._expected_set
+
+    def deliver(self, instance: ReceivedInstance) -> int:
+        """Hand ``instance`` to the callback; return the C-STORE status to answer with."""
+        with self._deliver_lock:
+            if instance.sop_instance_uid in self._received_set:
+                return STATUS_SUCCESS  # sent twice (a retry by the PACS): deliver once
+            try:
+                self.on_instance(instance)
+            except Exception as exc:
+                LOGGER.warning("instance %s not taken: %s", instance.sop_instance_uid, exc)
+                with self._changed:
+                    self.rejected_uids.append(instance.sop_instance_uid)
+                    self.errors.append(f"{instance.sop_instance_uid}: {type(exc).__name__}: {exc}")
+                    if self.first_error is None:
+                        self.first_error = exc
+                    self._changed.notify_all()
+                return STATUS_OUT_OF_RESOURCES
+            with self._changed:
+                self.received_uids.append(instance.sop_instance_uid)
+                self._received_set.add(instance.sop_instance_uid)
+                self._changed.notify_all()
+        self.report()
+        return STATUS_SUCCESS
+
+    def update(self, status: Dataset) -> None:
+        """Take the sub-operation counts of a C-GET/C-MOVE response."""
+        counts = {
+            "completed": status.get("NumberOfCompletedSuboperations"),
+            "failed": status.get("NumberOfFailedSuboperations"),
+            "warning": status.get("NumberOfWarningSuboperations"),
+            "remaining": status.get("NumberOfRemainingSuboperations"),
+        }
+        with self._changed:
+            for name, value in counts.items():
+                if value is not None:
+                    setattr(self, name, int(value))
+        self.report()
+
+    def report(self) -> None:
+        """Send the current progress to ``on_progress`` (its errors are logged, not raised)."""
+        if self.on_progress is None:
+            return
+        progress = RetrieveProgress(
+            method=self.method,
+            received=len(self.received_uids),
+            expected=self.expected,
+            completed=self.completed,
+            failed=self.failed,
+            warning=self.warning,
+            remaining=self.remaining,
+        )
+        try:
+            self.on_progress(progress)
+        except Exception:
+            LOGGER.exception("progress callback failed")
+
+    def wait_received(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` instances were handled (delivered or refused); False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: len(self.received_uids) + len(self.rejected_uids) >= count, timeout
+            )
+
+    def result(
+        self,
+        level: str,
+        status: str,
+        status_code: int | None,
+        messages: Iterable[str] = (),
+        failed_uids: Iterable[str] = (),
+    ) -> RetrieveResult:
+        """The :class:`RetrieveResult` as things stand."""
+        with self._changed:
+            received = tuple(self.received_uids)
+            missing: tuple[str, ...] = ()
+            if self.expected_uids is not None:
+                got = set(received)
+                missing = tuple(u for u in self.expected_uids if u not in got)
+            failed = tuple(dict.fromkeys([*self.rejected_uids, *failed_uids]))
+            return RetrieveResult(
+                method=self.method,
+                level=level,
+                status=status,  # type: ignore[arg-type]
+                received=len(received),
+                expected=self.expected,
+                completed=self.completed,
+                failed=max(self.failed, len(failed)),
+                warning=self.warning,
+                received_uids=received,
+                missing_uids=missing,
+                failed_uids=failed,
+                status_code=status_code,
+                elapsed=time.monotonic() - self.started,
+                messages=(*messages, *self.errors),
+            )
+
+
+class Receiver:
+    """Our Storage SCP: receives the instances a C-MOVE sends to our AE title.
+
+    Parameters
+    ----------
+    config : Config
+        Our AE title, ``receiver_port`` and timeouts.
+    host : str
+        Address to listen on (the PACS must reach it).
+    port : int, optional
+        Overrides ``config.receiver_port`` (0 picks a free port).
+    allowed_calling_aes : sequence of str
+        AE titles allowed to send to us; empty allows any.
+    allowed_hosts : sequence of str
+        Peer addresses allowed to connect; empty allows any.
+    """
+
+    _shared: ClassVar[dict[tuple[str, int, str], Receiver]] = {}
+    _shared_lock = threading.Lock()
+
+    def __init__(
+        self,
+        config: Config,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        allowed_calling_aes: Sequence[str] = (),
+        allowed_hosts: Sequence[str] = (),
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.requested_port = config.receiver_port if port is None else port
+        self.allowed_calling_aes = tuple(allowed_calling_aes)
+        self.allowed_hosts = tuple(allowed_hosts)
+        self._server: ThreadedAssociationServer | None = None
+        self._sessions: dict[int, RetrieveSession] = {}
+        self._lock = threading.Lock()
+        self.unsolicited = 0
+
+    @classmethod
+    def shared(
+        cls,
+        config: Config,
+        host: str,
+        allowed_calling_aes: Sequence[str] = (),
+        allowed_hosts: Sequence[str] = (),
+    ) -> Receiver:
+        """The process's receiver for (host, receiver_port, AE title), started on first use."""
+        key = (host, config.receiver_port, config.ae_title)
+        with cls._shared_lock:
+            receiver = cls._shared.get(key)
+            if receiver is None or not receiver.running:
+                receiver = cls(config, host, None, allowed_calling_aes, allowed_hosts)
+                receiver.start()
+                cls._shared[key] = receiver
+            else:
+                receiver.allow(allowed_calling_aes, allowed_hosts)
+            return receiver
+
+    def allow(self, calling_aes: Iterable[str] = (), hosts: Iterable[str] = ()) -> None:
+        """Add AE titles / hosts to the allowed lists (when the lists are in use)."""
+        if self.allowed_calling_aes:
+            self.allowed_calling_aes = tuple(dict.fromkeys([*self.allowed_calling_aes, *calling_aes]))
+            if self._server is not None:
+                self._server.ae.require_calling_aet = list(self.allowed_calling_aes)
+        if self.allowed_hosts:
+            self.allowed_hosts = tuple(dict.fromkeys([*self.allowed_hosts, *hosts]))
+
+    @property
+    def running(self) -> bool:
+        """True while listening."""
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        """The port we listen on."""
+        if self._server is None:
+            return self.requested_port
+        return int(self._server.server_address[1])
+
+    def start(self) -> Receiver:
+        """Listen for associations (non-blocking).
+
+        Raises
+        ------
+        ReceiverUnavailable
+            When the port cannot be bound.
+        """
+        if self._server is not None:
+            return self
+        ae = make_ae(self.config)
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+        if self.allowed_calling_aes:
+            ae.require_calling_aet = list(self.allowed_calling_aes)
+        handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, self._on_open),
+            (evt.EVT_C_STORE, self._on_store),
+        ]
+        try:
+            self._server = ae.start_server(
+                (self.host, self.requested_port), block=False, evt_handlers=handlers
+            )
+        except OSError as exc:
+            raise ReceiverUnavailable(self.host, self.requested_port, str(exc)) from exc
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and close open associations."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+
+    def __enter__(self) -> Receiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def register(self, msg_id: int, session: RetrieveSession) -> None:
+        """Route instances of the C-MOVE with ``msg_id`` (or that ``session`` expects) to it."""
+        with self._lock:
+            self._sessions[msg_id] = session
+
+    def unregister(self, msg_id: int) -> None:
+        """Stop routing to the session of ``msg_id``."""
+        with self._lock:
+            self._sessions.pop(msg_id, None)
+
+    def _on_open(self, event: evt.Event) -> None:
+        lean_connection(event, fast_loop=True)
+        if self.allowed_hosts:
+            peer = event.address[0]  # type: ignore[attr-defined]
+            if peer not in self.allowed_hosts:
+                LOGGER.warning("refused a connection from %s (not an allowed host)", peer)
+                event.assoc.abort()
+
+    def _session_for(self, request: Any, sop_instance_uid: str) -> RetrieveSession | None:
+        with self._lock:
+            sessions = dict(self._sessions)
+        origin = request.MoveOriginatorMessageID
+        if origin is not None and origin in sessions:
+            return sessions[origin]
+        for session in sessions.values():
+            if session.wants(sop_instance_uid):
+                return session
+        if len(sessions) == 1:
+            return next(iter(sessions.values()))
+        return None
+
+    def _on_store(self, event: evt.Event) -> int:
+        request = cast(C_STORE, event.request)
+        sop_instance_uid = str(request.AffectedSOPInstanceUID)
+        session = self._session_for(request, sop_instance_uid)
+        if session is None:
+            self.unsolicited += 1
+            LOGGER.warning("refused instance %s: no retrieve is waiting for it", sop_instance_uid)
+            return STATUS_NOT_AUTHORISED
+        return session.deliver(instance_from_store_event(event))
