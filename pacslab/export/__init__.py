@@ -10,6 +10,7 @@ from pacslab.export.deidentify import (
     HeldBack,
     PrivateTag,
     deidentified_copy,
+    deidentify_dataset,
     write_pseudonym_map,
 )
 from pacslab.export.derived import derived_series, derived_sop_class
@@ -26,17 +27,21 @@ from pacslab.export.errors import (
     UnlabelledSegment,
     UnsupportedResult,
 )
+from pacslab.export.job import ExportedJob, export_job, job_sources
 from pacslab.export.report import measurement_report, write_measurements_csv
 from pacslab.export.rescale import StoredValues, stored_values
 from pacslab.export.segmentation import SegmentLabel, segmentation_from_mask
+from pacslab.export.send import DeidentifiedExport, deidentified_export, send_to_pacs, write_folder
 from pacslab.export.uids import result_uid
 from pacslab.export.window import fitting_presets
 
 __all__ = [
     "DeidentificationError",
     "DeidentifiedCopy",
+    "DeidentifiedExport",
     "EmptyResult",
     "ExportError",
+    "ExportedJob",
     "HeldBack",
     "IncompleteResult",
     "MaskMismatch",
@@ -50,13 +55,19 @@ __all__ = [
     "UnlabelledSegment",
     "UnsupportedResult",
     "deidentified_copy",
+    "deidentified_export",
+    "deidentify_dataset",
     "derived_series",
     "derived_sop_class",
+    "export_job",
     "fitting_presets",
+    "job_sources",
     "measurement_report",
     "result_uid",
     "segmentation_from_mask",
+    "send_to_pacs",
     "stored_values",
+    "write_folder",
     "write_measurements_csv",
     "write_pseudonym_map",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "HeldBack",
     "PrivateTag",
     "deidentified_copy",
+    "deidentify_dataset",
     "write_pseudonym_map",
 ]
 
@@ -162,6 +163,36 @@ def _identity(ds: Dataset) -> dict[str, str]:
     return {keyword: str(ds.get(keyword, "") or "") for keyword in MAPPED_ATTRIBUTES}
 
 
+def deidentify_dataset(ds: Dataset, anonymizer: Anonymizer, keep_private: Sequence[PrivateTag] = ()) -> None:
+    """De-identify one dataset in place: dicognito, then the rest of the basic profile.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        As read from a file (dicognito expects string dates); it is changed in place.
+    anonymizer : dicognito.anonymizer.Anonymizer
+        Shared by every dataset of one export, so UIDs and pseudonyms stay consistent.
+    keep_private : sequence of PrivateTag
+        Private elements allowed through; every other private element is removed.
+
+    Raises
+    ------
+    DeidentificationError
+        When dicognito cannot process a value (e.g. a malformed date).
+    """
+    try:
+        anonymizer.anonymize(ds)
+    except Exception as exc:  # dicognito raises whatever pydicom raises on a malformed value
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise DeidentificationError(
+            f"instance {ds.get('SOPInstanceUID', '?')} could not be de-identified "
+            f"({type(exc).__name__}: {detail}); fix or drop that instance and export again"
+        ) from exc
+    _strip_private(ds, keep_private)
+    _apply_profile(ds)
+    _mark(ds)
+
+
 def deidentified_copy(
     datasets: Iterable[Dataset],
     *,
@@ -213,18 +244,8 @@ def deidentified_copy(
             )
             continue
         before = _identity(ds)
-        try:
-            clone = _encoded_copy(ds)
-            anonymizer.anonymize(clone)
-        except Exception as exc:  # dicognito raises whatever pydicom raises on a malformed value
-            detail = str(exc).splitlines()[0] if str(exc) else ""
-            raise DeidentificationError(
-                f"instance {uid} could not be de-identified ({type(exc).__name__}: {detail}); "
-                "fix or drop that instance and export again"
-            ) from exc
-        _strip_private(clone, keep_private)
-        _apply_profile(clone)
-        _mark(clone)
+        clone = _encoded_copy(ds)
+        deidentify_dataset(clone, anonymizer, keep_private)
         after = _identity(clone)
         for keyword in MAPPED_ATTRIBUTES:
             if before[keyword]:
