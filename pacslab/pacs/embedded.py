@@ -25,6 +25,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset, dcmread
+from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import (
     AE,
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from pynetdicom.events import Event
     from pynetdicom.transport import AssociationServer
 
-__all__ = ["EmbeddedPacs", "serve"]
+__all__ = ["EmbeddedPacs", "InstanceRejectedError", "check_instance", "serve"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ SUCCESS = 0x0000
 PENDING = 0xFF00
 CANCEL = 0xFE00
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
+DATASET_DOES_NOT_MATCH = 0xA900  # the same code, as the Storage service names it
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 FIND_UNABLE_TO_PROCESS = 0xC311
@@ -75,6 +77,34 @@ class InstanceRejectedError(ValueError):
     def __init__(self, status: int, problem: str) -> None:
         self.status = status
         super().__init__(problem)
+
+
+def check_instance(ds: Dataset) -> None:
+    """Refuse what a PACS should not keep even though pydicom reads it.
+
+    Raises
+    ------
+    InstanceRejectedError
+        When a UID that places the instance in the hierarchy is missing, or native pixel data
+        is shorter than Rows, Columns, frames and bits say (pydicom reads truncated files
+        silently).
+    """
+    missing = [k for k in _REQUIRED_UIDS if not str(ds.get(k, "") or "").strip()]
+    if missing:
+        raise InstanceRejectedError(DATASET_DOES_NOT_MATCH, f"missing {', '.join(missing)}")
+    syntax = UID(ds.file_meta.TransferSyntaxUID)
+    if "PixelData" in ds and not syntax.is_compressed:
+        try:
+            expected = get_expected_length(ds)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise InstanceRejectedError(
+                DATASET_DOES_NOT_MATCH, f"pixel data without a usable image description: {exc}"
+            ) from exc
+        if len(ds.PixelData) < expected:
+            raise InstanceRejectedError(
+                DATASET_DOES_NOT_MATCH,
+                f"pixel data is truncated: {len(ds.PixelData)} bytes where the header needs {expected}",
+            )
 
 
 def _set_nodelay(event: Event) -> None:
@@ -278,8 +308,8 @@ class EmbeddedPacs:
         Raises
         ------
         InstanceRejectedError
-            When the file cannot be parsed or lacks the UIDs that place it in the hierarchy;
-            ``incoming`` is removed.
+            When the file cannot be parsed or fails :func:`check_instance`; ``incoming`` is
+            removed.
         """
         try:
             try:
@@ -290,9 +320,7 @@ class EmbeddedPacs:
                 syntax = str(ds.file_meta.TransferSyntaxUID)
             except Exception as exc:
                 raise InstanceRejectedError(CANNOT_UNDERSTAND, f"not a readable DICOM file: {exc}") from exc
-            missing = [k for k in _REQUIRED_UIDS if not str(ds.get(k, "") or "").strip()]
-            if missing:
-                raise InstanceRejectedError(IDENTIFIER_DOES_NOT_MATCH, f"missing {', '.join(missing)}")
+            check_instance(ds)
             target = self._file_for(str(ds.SOPInstanceUID))
             target.parent.mkdir(parents=True, exist_ok=True)
             incoming.replace(target)
