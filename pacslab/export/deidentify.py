@@ -10,6 +10,7 @@ text in their pixels and are held back, never exported.
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
+from pydicom.uid import ExplicitVRLittleEndian
 
 from pacslab.export.basic_profile import DUMMY, DUMMY_VALUE, EMPTY, REMOVE
 from pacslab.export.errors import DeidentificationError
@@ -146,17 +148,18 @@ def _encoded_copy(ds: Dataset) -> Dataset:
     dicognito expects element values as pydicom reads them (strings for dates and times);
     objects built in memory (highdicom's) hold ``datetime`` values instead, so go through bytes.
     """
-    buffer = io.BytesIO()
     meta = getattr(ds, "file_meta", None)
-    if meta is not None and "TransferSyntaxUID" in meta:
-        pydicom.dcmwrite(buffer, ds)
-    else:  # headers rebuilt from DICOM JSON carry no file meta
-        pydicom.dcmwrite(buffer, ds, implicit_vr=False, little_endian=True)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        # Headers rebuilt from DICOM JSON (the store's) carry no file meta: give the copy one.
+        ds = copy.copy(ds)
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
     buffer.seek(0)
-    clone = pydicom.dcmread(buffer, force=True)
-    if not hasattr(clone, "file_meta"):
-        clone.file_meta = FileMetaDataset()
-    return clone
+    return pydicom.dcmread(buffer)
 
 
 def _identity(ds: Dataset) -> dict[str, str]:
@@ -180,12 +183,13 @@ def deidentify_dataset(ds: Dataset, anonymizer: Anonymizer, keep_private: Sequen
     DeidentificationError
         When dicognito cannot process a value (e.g. a malformed date).
     """
+    uid = str(ds.get("SOPInstanceUID", "?"))  # named as the user knows it, before it is replaced
     try:
         anonymizer.anonymize(ds)
     except Exception as exc:  # dicognito raises whatever pydicom raises on a malformed value
         detail = str(exc).splitlines()[0] if str(exc) else ""
         raise DeidentificationError(
-            f"instance {ds.get('SOPInstanceUID', '?')} could not be de-identified "
+            f"instance {uid} could not be de-identified "
             f"({type(exc).__name__}: {detail}); fix or drop that instance and export again"
         ) from exc
     _strip_private(ds, keep_private)

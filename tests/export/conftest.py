@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pydicom import Dataset
+from pynetdicom import AE, AllStoragePresentationContexts, evt
 
+from pacslab.config import PacsNode
 from pacslab.samples import mr_phantom_datasets, phantom_ct_datasets
 
 N_SLICES = 8
@@ -105,3 +107,33 @@ def _save_all(datasets: Sequence[Dataset], folder: Path) -> list[Path]:
 def save_all() -> Callable[[Sequence[Dataset], Path], list[Path]]:
     """Write datasets as DICOM files named after their SOP Instance UID."""
     return _save_all
+
+
+@dataclass
+class RefusingScp:
+    """A real Storage SCP on loopback that refuses (0xA700) instances whose InstanceNumber is 1."""
+
+    node: PacsNode
+    received: list[str]
+
+
+@pytest.fixture
+def refusing_scp() -> Iterator[RefusingScp]:
+    """Stands for a PACS that is out of space for some instances."""
+    received: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        ds = event.dataset
+        if int(ds.get("InstanceNumber", 0) or 0) == 1:
+            return 0xA700  # Refused: out of resources
+        received.append(str(ds.SOPInstanceUID))
+        return 0x0000
+
+    ae = AE(ae_title="REFUSER")
+    ae.supported_contexts = AllStoragePresentationContexts
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        port = int(server.server_address[1])
+        yield RefusingScp(PacsNode(name="refuser", ae_title="REFUSER", host="127.0.0.1", port=port), received)
+    finally:
+        server.shutdown()
