@@ -215,3 +215,20 @@ def test_invalid_settings_are_refused(tmp_path: Path) -> None:
         EmbeddedPacs(tmp_path, ae_title="A" * 17)
     with pytest.raises(ValueError, match="maximum_associations"):
         EmbeddedPacs(tmp_path, maximum_associations=0)
+
+
+def test_non_ascii_names_survive_store_and_find(empty_pacs: EmbeddedPacs) -> None:
+    ds = _ct()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Müller^Jörg"
+    ds.PatientID = "UTF8-1"
+    assert _store(empty_pacs.port, ds) == 0x0000
+    (answer,) = find(
+        empty_pacs.port,
+        "STUDY",
+        SpecificCharacterSet="ISO_IR 192",
+        PatientName="müller*",
+        StudyInstanceUID="",
+    )
+    assert str(answer.PatientName) == "Müller^Jörg"
+    assert answer.StudyInstanceUID == ds.StudyInstanceUID
