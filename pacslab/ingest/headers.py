@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pydicom import Dataset
 from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.datadict import tag_for_keyword
 
 from pacslab.store import SeriesMeta
 
 __all__ = [
-    "BULK_DATA_URI",
     "BULK_DATA_THRESHOLD",
-    "HeaderJson",
+    "BULK_DATA_URI",
     "FrameFacts",
+    "HeaderJson",
+    "HeaderLike",
+    "HeaderView",
     "channel_name",
     "frame_facts",
     "series_meta",
@@ -44,6 +47,50 @@ def _bulk(_element: DataElement) -> str:
     return BULK_DATA_URI
 
 
+class HeaderLike(Protocol):
+    """What the functions here read from: a pydicom Dataset or a :class:`HeaderView`."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def __contains__(self, key: str) -> bool: ...
+
+
+class HeaderView:
+    """Attribute values of one dataset, converted once per distinct encoded value.
+
+    pydicom converts an element's bytes on first access; across the slices of a series the
+    same bytes recur, so their converted values are shared (values are never modified).
+    """
+
+    def __init__(self, ds: Dataset, raw_elements: dict[int, RawDataElement], cache: dict[tuple[Any, ...], Any]) -> None:
+        self._ds = ds
+        self._raw = raw_elements
+        self._cache = cache
+        charset = raw_elements.get(0x00080005)
+        self._charset = charset.value if charset is not None else None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        tag = _TAGS.get(key)
+        if tag is None:
+            tag = _TAGS[key] = tag_for_keyword(key)
+        raw = self._raw.get(tag) if tag is not None else None
+        if raw is None or raw.VR == "SQ" or not isinstance(raw.value, bytes):
+            return self._ds.get(key, default)
+        cache_key = ("value", tag, raw.VR, raw.value, raw.is_little_endian, raw.is_implicit_VR, self._charset)
+        try:
+            return self._cache[cache_key]
+        except KeyError:
+            value = self._ds.get(key, default)
+            self._cache[cache_key] = value
+            return value
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._ds
+
+
+_TAGS: dict[str, int | None] = {}
+
+
 class HeaderJson:
     """DICOM JSON of datasets, reusing the JSON of elements already seen.
 
@@ -53,44 +100,72 @@ class HeaderJson:
     """
 
     def __init__(self, max_entries: int = 200_000) -> None:
-        self._cache: dict[tuple[Any, ...], str] = {}
+        self._cache: dict[tuple[Any, ...], dict[tuple[Any, ...], str]] = {}
+        self._values: dict[tuple[Any, ...], Any] = {}
         self._max = max_entries
 
-    def fragments(self, ds: Dataset) -> dict[int, str]:
-        """JSON text of each top-level element, by tag."""
-        charset = ds.get_item(0x00080005)
-        charset_key = charset.value if isinstance(charset, RawDataElement) else repr(ds.get("SpecificCharacterSet"))
+    def view(self, ds: Dataset, raw_elements: dict[int, RawDataElement]) -> HeaderView:
+        """Cached attribute access to ``ds`` (see :class:`HeaderView`)."""
+        if len(self._values) > self._max:
+            self._values.clear()
+        return HeaderView(ds, raw_elements, self._values)
+
+    @staticmethod
+    def snapshot(ds: Dataset) -> dict[int, RawDataElement]:
+        """The still-encoded elements of a freshly read dataset (take it before any access)."""
+        return {int(tag): raw for tag, raw in ds.items() if isinstance(raw, RawDataElement)}
+
+    def fragments(self, ds: Dataset, raw_elements: dict[int, RawDataElement] | None = None) -> dict[int, str]:
+        """``"TAG":{...}`` JSON text of each top-level element, by tag.
+
+        ``raw_elements`` (from :meth:`snapshot`) lets unchanged elements be looked up by their
+        encoded bytes even after pydicom has converted them; pass None if ``ds`` was modified.
+        """
+        raw_elements = raw_elements or {}
+        charset = raw_elements.get(0x00080005)
+        context = (
+            charset.value if charset is not None else repr(ds.get("SpecificCharacterSet")),
+            ds.original_encoding,
+        )
+        bucket = self._cache.get(context)
+        if bucket is None or len(bucket) > self._max:
+            bucket = self._cache[context] = {}
+        if len(raw_elements) == len(ds):
+            items: Any = raw_elements.items()
+        else:
+            items = ((int(tag), raw_elements.get(int(tag)) or ds.get_item(tag)) for tag in ds.keys())
         out: dict[int, str] = {}
-        for tag in ds.keys():
-            raw = ds.get_item(tag)
+        for tag, raw in items:
             key: tuple[Any, ...] | None = None
             if isinstance(raw, RawDataElement) and raw.VR != "SQ" and isinstance(raw.value, bytes):
-                key = (int(tag), raw.VR, raw.value, raw.is_little_endian, raw.is_implicit_VR, charset_key)
-                text = self._cache.get(key)
+                key = (tag, raw.VR, raw.value)
+                text = bucket.get(key)
                 if text is not None:
-                    out[int(tag)] = text
+                    out[tag] = text
                     continue
             element = ds[tag]
-            text = json.dumps(
+            text = f'"{tag:08X}":' + json.dumps(
                 element.to_json_dict(bulk_data_element_handler=_bulk, bulk_data_threshold=BULK_DATA_THRESHOLD)
             )
-            if key is not None and len(self._cache) < self._max:
-                self._cache[key] = text
-            out[int(tag)] = text
+            if key is not None:
+                bucket[key] = text
+            out[tag] = text
         return out
 
     @staticmethod
     def join(fragments: dict[int, str]) -> str:
         """One JSON object from element fragments."""
-        return "{" + ",".join(f'"{tag:08X}":{text}' for tag, text in fragments.items()) + "}"
+        return "{" + ",".join(fragments.values()) + "}"
 
-    def dataset(self, ds: Dataset) -> str:
+    def dataset(self, ds: Dataset, raw_elements: dict[int, RawDataElement] | None = None) -> str:
         """DICOM JSON text of a whole dataset."""
-        return self.join(self.fragments(ds))
+        return self.join(self.fragments(ds, raw_elements))
 
-    def per_frame(self, ds: Dataset, n_frames: int) -> list[str]:
+    def per_frame(
+        self, ds: Dataset, n_frames: int, raw_elements: dict[int, RawDataElement] | None = None
+    ) -> list[str]:
         """One header per frame: the shared elements plus only that frame's functional groups."""
-        fragments = self.fragments(ds)
+        fragments = self.fragments(ds, raw_elements)
         groups = ds.get("PerFrameFunctionalGroupsSequence")
         if PER_FRAME_TAG not in fragments or groups is None or len(groups) != n_frames:
             text = self.join(fragments)
@@ -99,11 +174,12 @@ class HeaderJson:
         headers = []
         for item in groups:
             item_json = item.to_json_dict(BULK_DATA_THRESHOLD, _bulk)
-            headers.append(self.join({**base, PER_FRAME_TAG: json.dumps({"vr": "SQ", "Value": [item_json]})}))
+            frame = f'"{PER_FRAME_TAG:08X}":' + json.dumps({"vr": "SQ", "Value": [item_json]})
+            headers.append(self.join({**base, PER_FRAME_TAG: frame}))
         return headers
 
 
-def text_of(ds: Dataset, keyword: str) -> str:
+def text_of(ds: HeaderLike, keyword: str) -> str:
     """A header value as text ('' when absent); multi-valued values joined with '\\'."""
     value = ds.get(keyword)
     if value is None:
@@ -140,7 +216,7 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def window_presets(ds: Dataset) -> tuple[tuple[str, float, float], ...]:
+def window_presets(ds: HeaderLike) -> tuple[tuple[str, float, float], ...]:
     """WindowCenter/WindowWidth pairs with their explanations."""
     centers, widths = ds.get("WindowCenter"), ds.get("WindowWidth")
     if centers is None or widths is None:
@@ -163,7 +239,7 @@ def _is_multi(value: Any) -> bool:
     return isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
 
 
-def series_meta(ds: Dataset) -> SeriesMeta:
+def series_meta(ds: HeaderLike) -> SeriesMeta:
     """Patient, study and series facts of the series this instance belongs to."""
     spacing = _floats(ds.get("PixelSpacing"), 2) or _floats(ds.get("ImagerPixelSpacing"), 2)
     thickness = _float(ds.get("SliceThickness"))
@@ -263,7 +339,7 @@ def _as6(values: tuple[float, ...] | None) -> tuple[float, float, float, float, 
     return (values[0], values[1], values[2], values[3], values[4], values[5]) if values else None
 
 
-def frame_facts(ds: Dataset, n_frames: int) -> list[FrameFacts]:
+def frame_facts(ds: HeaderLike, n_frames: int) -> list[FrameFacts]:
     """Per-frame position, orientation, rescale and channel (functional groups when present)."""
     slope = _float(ds.get("RescaleSlope"))
     intercept = _float(ds.get("RescaleIntercept"))

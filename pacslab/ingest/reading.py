@@ -41,7 +41,7 @@ from pacslab.ingest.errors import (
     UnreadableFile,
     UnsupportedTransferSyntax,
 )
-from pacslab.ingest.headers import HeaderJson, frame_facts, series_meta, text_of
+from pacslab.ingest.headers import HeaderJson, HeaderLike, frame_facts, series_meta, text_of
 from pacslab.ingest.limits import IngestLimits
 from pacslab.ingest.pixels import DecodedFrames, NativeFrames
 from pacslab.ingest.pydicom_guard import classify, quiet_pydicom
@@ -152,6 +152,20 @@ def _count_fragments(fp: BinaryIO, offset: int, size: int, name: str) -> int:
     return count
 
 
+def _may_be_deflated(fp: BinaryIO) -> bool:
+    """False when the file meta group (by its group length) does not name the deflated syntax.
+
+    Saves parsing the file meta twice for ordinary files; without a group length, assume it may.
+    """
+    fp.seek(132)
+    head = fp.read(12)
+    if len(head) < 12 or head[:4] != b"\x02\x00\x00\x00" or head[4:6] != b"UL":
+        return True
+    (length,) = struct.unpack("<L", head[8:12])
+    meta = fp.read(min(length, 1 << 16))
+    return DeflatedExplicitVRLittleEndian.encode() in meta
+
+
 def _check_inflated_size(fp: BinaryIO, start: int, cap: int, name: str) -> None:
     """Inflate the deflated dataset in chunks, counting, so a bomb is stopped at the cap."""
     fp.seek(start)
@@ -170,16 +184,16 @@ def _check_inflated_size(fp: BinaryIO, start: int, cap: int, name: str) -> None:
             break
 
 
-def _uid(ds: Dataset, keyword: str, name: str) -> str:
+def _uid(ds: HeaderLike, keyword: str, name: str) -> str:
     value = text_of(ds, keyword)
     if not value:
         raise MalformedDicom(name, f"{keyword} is missing")
-    if len(value) > _MAX_UID or any(ord(ch) < 32 for ch in value):
+    if len(value) > _MAX_UID or not value.isprintable():
         raise MalformedDicom(name, f"{keyword} is not a valid UID")
     return value
 
 
-def _int_attr(ds: Dataset, keyword: str, name: str, default: int | None = None) -> int:
+def _int_attr(ds: HeaderLike, keyword: str, name: str, default: int | None = None) -> int:
     value = ds.get(keyword, default)
     if value is None or value == "":
         if default is not None:
@@ -208,6 +222,7 @@ def scan_file(
     limits: IngestLimits,
     headers: HeaderJson,
     deidentify: Deidentify | None = None,
+    series_metas: dict[str, SeriesMeta] | None = None,
 ) -> ScannedFile:
     """Validate one file and describe its planes; raises a named :class:`IngestError`.
 
@@ -223,6 +238,9 @@ def scan_file(
         JSON converter shared across the files of one ingest.
     deidentify : callable, optional
         Applied to the header (in place) before anything is kept.
+    series_metas : dict, optional
+        Series facts already taken from an earlier file of the same series (reused, and
+        filled in for the next file).
     """
     try:
         size = path.stat().st_size
@@ -240,7 +258,7 @@ def scan_file(
             raise NotDicom(name, "no 'DICM' marker at byte 128")
         with quiet_pydicom() as caught:
             try:
-                return _scan(fp, path, name, size, limits, headers, deidentify, caught)
+                return _scan(fp, path, name, size, limits, headers, deidentify, series_metas, caught)
             except IngestError:
                 raise
             except Exception as error:
@@ -255,23 +273,27 @@ def _scan(
     limits: IngestLimits,
     headers: HeaderJson,
     deidentify: Deidentify | None,
+    series_metas: dict[str, SeriesMeta] | None,
     caught: list[Any],
 ) -> ScannedFile:
+    if _may_be_deflated(fp):
+        fp.seek(0)
+        read_preamble(fp, False)
+        file_meta = _read_file_meta_info(fp)
+        if str(file_meta.get("TransferSyntaxUID", "")).strip() == DeflatedExplicitVRLittleEndian:
+            _check_inflated_size(fp, fp.tell(), limits.max_inflated_bytes, name)
+
     fp.seek(0)
-    read_preamble(fp, False)
-    file_meta = _read_file_meta_info(fp)
-    dataset_start = fp.tell()
+    dataset = pydicom.dcmread(fp, stop_before_pixels=True)
+    file_meta = dataset.file_meta
     ts_text = str(file_meta.get("TransferSyntaxUID", "") or "").strip()
     if not ts_text:
         raise MalformedDicom(name, "the file meta information has no TransferSyntaxUID")
     ts = UID(ts_text)
-    if ts == DeflatedExplicitVRLittleEndian:
-        _check_inflated_size(fp, dataset_start, limits.max_inflated_bytes, name)
-
-    fp.seek(0)
-    ds = pydicom.dcmread(fp, stop_before_pixels=True)
     pixel_pos = fp.tell()
-    implicit, little = ds.original_encoding
+    raw_elements = headers.snapshot(dataset)
+    implicit, little = dataset.original_encoding
+    ds: HeaderLike = headers.view(dataset, raw_elements)
     deflated = ts == DeflatedExplicitVRLittleEndian
 
     sop_instance_uid = _uid(ds, "SOPInstanceUID", name)
@@ -349,8 +371,15 @@ def _scan(
 
     dtype = predicted_dtype(element.tag if element is not None else PIXEL_DATA, bits_allocated, representation, name)
     if deidentify is not None:
-        deidentify(ds, name)
-    meta = series_meta(ds)
+        deidentify(dataset, name)
+        raw_elements = {}  # values changed: convert every element afresh
+        ds = dataset
+    series_uid = text_of(ds, "SeriesInstanceUID")
+    meta = series_metas.get(series_uid) if series_metas is not None else None
+    if meta is None:
+        meta = series_meta(ds)
+        if series_metas is not None:
+            series_metas[series_uid] = meta
     photometric = text_of(ds, "PhotometricInterpretation").upper()
     fast = (
         element is not None
@@ -366,7 +395,7 @@ def _scan(
     else:
         reader = DecodedFrames(path, name, frames)
 
-    frame_headers = headers.per_frame(ds, frames)
+    frame_headers = headers.per_frame(dataset, frames, raw_elements)
     facts = frame_facts(ds, frames)
     sop_instance_uid = text_of(ds, "SOPInstanceUID")
     instance_number = _optional_int(ds.get("InstanceNumber"))
@@ -398,14 +427,22 @@ def _scan(
         meta=meta,
         sources=sources,
         sop_class_uid=sop_class_uid,
-        modality=meta.modality,
+        modality=text_of(ds, "Modality").upper(),
         rows=rows,
         cols=cols,
         samples=samples,
-        pixel_spacing=meta.pixel_spacing,
+        pixel_spacing=_spacing(ds),
         orientation=facts[0].orientation,
         notes=tuple(str(w.message) for w in caught),
     )
+
+
+def _spacing(ds: HeaderLike) -> tuple[float, float] | None:
+    value = ds.get("PixelSpacing")
+    try:
+        return (float(value[0]), float(value[1])) if value is not None and len(value) == 2 else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _frame_reader(reader: NativeFrames | DecodedFrames, index: int) -> Callable[[], Any]:

@@ -25,7 +25,7 @@ from pacslab.ingest.reading import ScannedFile, scan_file
 from pacslab.ingest.report import IngestProgress, IngestReport, Rejection
 from pacslab.ingest.schema import FileSetSchema, UploadedFile, file_problems, set_problems
 from pacslab.ingest.spool import Spool, abandoned_spools
-from pacslab.store import SeriesNotFound, SliceReadError, SliceStore, StoreError
+from pacslab.store import SeriesMeta, SeriesNotFound, SliceReadError, SliceStore, StoreError
 
 __all__ = ["Ingest", "ingest_paths", "recover_inbox"]
 
@@ -184,10 +184,11 @@ class Ingest:
         headers = HeaderJson()
         deidentifier = Deidentifier(self.store.root / PSEUDONYM_MAP_NAME) if self.deidentify else None
         scanned: list[ScannedFile] = []
+        metas: dict[str, SeriesMeta] = {}
         try:
             for done, item in enumerate(items, 1):
                 try:
-                    scanned.append(scan_file(item.path, item.name, self.limits, headers, deidentifier))
+                    scanned.append(scan_file(item.path, item.name, self.limits, headers, deidentifier, metas))
                 except IngestError as error:
                     report.rejected.append(Rejection(item.name, error))
                 self._emit(IngestProgress("reading", done, len(items), item.name))

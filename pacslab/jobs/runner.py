@@ -447,16 +447,16 @@ class Job:
                 self.client.cancel(abandoned)
             except Exception as exc:
                 log.warning("could not cancel the remaining batches of job %s: %s", self.job_id, exc)
+        tracker = self._tracker
+        if status == "running":
+            status = "done"
+        if status == "done" and tracker.done == 0 and tracker.failed > 0:
+            status = "failed"
         try:
             self._sink.finish(status)
         except Exception as exc:
             if self._error is None:
                 self._error = JobError(f"closing the result files failed: {exc!r}")
-            status = "failed"
-        tracker = self._tracker
-        if status == "running":
-            status = "done"
-        if status == "done" and tracker.done == 0 and tracker.failed > 0:
             status = "failed"
         self._status = status
         self._summary = JobSummary(

@@ -7,6 +7,7 @@ as they stream in, in the transfer syntax the server stores (no transcoding, no 
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import threading
 import time
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pydicom
 import requests
@@ -56,15 +57,33 @@ __all__ = ["DicomwebClient"]
 LOGGER = logging.getLogger(__name__)
 
 # "*": every instance in the transfer syntax it is stored in, so the server need not transcode.
+# Characters sent as they are in QIDO query values (wildcards, UID lists, date ranges).
+_URL_SAFE = "*?,-._"
 ACCEPT_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
 class _WebClient(DICOMwebClient):
-    """dicomweb-client with WADO-RS parts as raw bytes (its public methods decode each part)."""
+    """dicomweb-client with WADO-RS parts as raw bytes (its public methods decode each part)
+    and QIDO-RS wildcards sent unencoded (its query strings encode ``*`` and ``?``)."""
+
+    def _http_get(
+        self,
+        url: str,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        if params:
+            pairs = []
+            for key, values in params.items():
+                for value in values if isinstance(values, list | tuple | set) else [values]:
+                    pairs.append(f"{quote(str(key))}={quote(str(value), safe=_URL_SAFE)}")
+            url = f"{url}?{'&'.join(pairs)}"
+        return super()._http_get(url, None, headers, stream)
 
     def iter_parts(self, url: str, accept: str = ACCEPT_AS_STORED) -> Iterator[bytes]:
         """Stream the parts of a multipart WADO-RS response."""
-        response = self._http_get(url, headers={"Accept": accept}, stream=True)
+        response = super()._http_get(url, headers={"Accept": accept}, stream=True)
         content_type = response.headers.get("Content-Type", "")
         if content_type.startswith("application/dicom"):
             # A server that sends a single instance without the multipart envelope.
@@ -147,6 +166,9 @@ class DicomwebClient:
         if not mis:
             params.pop("ModalitiesInStudy", None)
         limit = None if filters.limit is None else filters.limit + 1
+        checks = _url_safe_params(params)
+        if checks:
+            limit = None  # some answers may be dropped by the check below
         fields = query.qido_fields(level)
         try:
             if level == "STUDY":
@@ -171,6 +193,8 @@ class DicomwebClient:
         except (requests.RequestException, ValueError) as exc:
             self._raise(exc, f"QIDO-RS {level.lower()} query")
         answers = [Dataset.from_json(item) for item in raw]
+        if checks:
+            answers = [a for a in answers if all(_matches(a, k, v) for k, v in checks.items())]
         truncated = filters.limit is not None and len(answers) > filters.limit
         if truncated:
             answers = answers[: filters.limit]
@@ -477,3 +501,29 @@ def _instance(part: bytes) -> ReceivedInstance:
 def _mid_transfer(exc: Exception) -> bool:
     """True when the connection broke after the server had started answering."""
     return isinstance(exc, requests.exceptions.ChunkedEncodingError) or "Connection broken" in str(exc)
+
+
+def _url_safe_params(params: dict[str, str]) -> dict[str, str]:
+    """Make match values safe to send unencoded; return the originals that need checking.
+
+    Orthanc 1.10 does not percent-decode query values, so ``Brain%2A`` (what an encoding
+    client sends for ``Brain*``) matches nothing, nor does a value with a space or ``^``.
+    Every character that would need encoding becomes the single-character wildcard ``?``,
+    and the answers are checked against the value as typed.
+    """
+    checks = {}
+    for key, value in params.items():
+        safe = "".join(c if c.isascii() and (c.isalnum() or c in _URL_SAFE) else "?" for c in value)
+        if safe != value:
+            params[key] = safe
+            checks[key] = value
+    return checks
+
+
+def _matches(answer: Dataset, keyword: str, pattern: str) -> bool:
+    """DICOM matching of one answer value (person names ignore case, as most PACS do)."""
+    value = answer.get(keyword)
+    text = "" if value is None else str(value).strip()
+    if keyword == "PatientName":
+        text, pattern = text.upper(), pattern.upper()
+    return fnmatch.fnmatchcase(text, pattern.replace("[", "[[]"))

@@ -620,15 +620,20 @@ class DimseClient:
         nothing_moved = (
             session.completed + session.failed + session.warning == 0 and not session.received_uids
         )
-        if final == 0xA801:
-            raise MoveDestinationUnknown(final, self.config.ae_title, *self._receiver_address(receiver))
-        if (
+        refused = (
             final is not None
             and status_category(final) == "failure"
             and nothing_moved
             and not watcher.cancel_sent
-        ):
-            raise RetrieveFailed(final, status_meaning(final, service_key), service)
+        )
+        if refused:
+            assert final is not None
+            meaning = status_meaning(final, service_key)
+            if receiver is not None and (final == 0xA801 or session.expected):
+                host, port = self._receiver_address(receiver)
+                raise MoveDestinationUnknown(final, meaning, self.config.ae_title, host, port)
+            detail = "The PACS lists no instances for this request." if session.expected == 0 else ""
+            raise RetrieveFailed(final, meaning, service, detail)
         meaning = "" if final is None else status_meaning(final, service_key)
         if final is not None and final != 0:
             messages.append(f"{service} ended with status 0x{final:04X} ({meaning})")

@@ -174,18 +174,24 @@ class RetrieveFailed(PacsError):
 
 
 class MoveDestinationUnknown(RetrieveFailed):
-    """C-MOVE refused because the PACS does not know our receiver's AE title."""
+    """C-MOVE refused because the PACS does not know our receiver's AE title.
 
-    def __init__(self, status: int, ae_title: str, host: str, port: int) -> None:
+    Raised for status 0xA801, and for a C-MOVE the PACS refuses outright (no sub-operation, no
+    connection to our receiver) although it lists the instances: some PACS (Orthanc) answer an
+    unknown destination with a generic 0xC000.
+    """
+
+    def __init__(self, status: int, meaning: str, ae_title: str, host: str, port: int) -> None:
         self.ae_title = ae_title
         self.host = host
         self.port = port
         super().__init__(
             status,
-            "Move destination unknown",
+            meaning,
             "C-MOVE",
-            f"Register the AE title {ae_title!r} at {host}:{port} as a DICOM modality on the PACS "
-            "(Orthanc: DicomModalities), or use method='c-get'.",
+            f"The PACS does not seem to know our AE title {ae_title!r} as a destination: register it "
+            f"at {host}:{port} as a DICOM modality on the PACS (Orthanc: DicomModalities), "
+            "or use method='c-get'.",
         )
 
 

@@ -285,7 +285,8 @@ class SeriesFile:
         index = self._check(index, None)
         if self._direct:
             out = np.empty(self.shape[1:], dtype=self.dtype)
-            self.pixels.id.read_direct_chunk((index,) + (0,) * (len(self.shape) - 1), out=out.reshape(-1).view(np.uint8))
+            origin = (index,) + (0,) * (len(self.shape) - 1)
+            self.pixels.id.read_direct_chunk(origin, out=out.reshape(-1).view(np.uint8))
             return out
         return np.asarray(self.pixels[index])
 

@@ -1,0 +1,120 @@
+"""Ingest and slice-read speed of the slice store against plain pydicom, in one run.
+
+Prints ratios (no asserts):
+
+* ingest of the synthetic CT series from files, slices/s, vs a loop of
+  ``pydicom.dcmread(f).pixel_array`` over the same files (target: at least 0.8x);
+* reading one slice back from the store vs ``dcmread(f).pixel_array`` of its file, with a warm
+  page cache and with both files evicted from the page cache (target: at least 5x faster).
+
+Usage: ``python bench/bench_ingest.py [--slices 120] [--size 512] [--repeat 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+
+from pacslab.ingest import ingest_paths
+from pacslab.samples import phantom_ct_datasets
+from pacslab.store import SliceStore
+
+
+def evict(path: Path) -> None:
+    """Drop a file's pages from the page cache (no root needed for clean pages)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--slices", type=int, default=120)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="pacslab-bench-ingest-"))
+    try:
+        source = work / "ct"
+        source.mkdir()
+        files = []
+        for i, ds in enumerate(phantom_ct_datasets(args.slices, args.size)):
+            path = source / f"{i:04d}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            files.append(path)
+        n = len(files)
+
+        def reference_loop() -> None:
+            for f in files:
+                pydicom.dcmread(f).pixel_array  # noqa: B018
+
+        ingest_times, reference_times = [], []
+        series_uid = ""
+        for attempt in range(args.repeat):
+            # Alternate the order so neither side always runs on a warmer machine.
+            store_root = work / f"store{attempt}"
+            if attempt % 2:
+                reference_times.append(timed(reference_loop))
+            store = SliceStore(store_root)
+            ingest_times.append(timed(lambda store=store: ingest_paths(store, files)))
+            if not attempt % 2:
+                reference_times.append(timed(reference_loop))
+            series_uid = store.list_series()[0].series_uid
+            store.close()
+        ingest_rate = n / statistics.median(ingest_times)
+        reference_rate = n / statistics.median(reference_times)
+        print(f"ingest   {args.slices} slices of {args.size}x{args.size}: {ingest_rate:8.1f} slices/s")
+        print(f"dcmread+pixel_array loop:             {reference_rate:8.1f} slices/s")
+        print(f"ingest / pydicom loop:                {ingest_rate / reference_rate:8.2f}x  (target >= 0.8x)")
+
+        store_root = work / f"store{args.repeat - 1}"
+        store = SliceStore(store_root)
+        series_path = store.series_path(series_uid)
+        store.read_slice(series_uid, 0)
+
+        def read_store_all() -> None:
+            for i in range(n):
+                store.read_slice(series_uid, i)
+
+        warm_store = min(timed(read_store_all) for _ in range(args.repeat)) / n
+        warm_dicom = min(timed(reference_loop) for _ in range(args.repeat)) / n
+        print(f"read slice, warm cache: store {warm_store * 1e3:.3f} ms, dcmread {warm_dicom * 1e3:.3f} ms, "
+              f"{warm_dicom / warm_store:.1f}x faster  (target >= 5x)")
+
+        cold_store, cold_dicom = [], []
+        for _ in range(args.repeat):
+            store.close()
+            fresh = SliceStore(store_root)
+            evict(series_path)
+            cold_store.append(timed(lambda fresh=fresh: [fresh.read_slice(series_uid, i) for i in range(n)]) / n)
+            fresh.close()
+            for f in files:
+                evict(f)
+            cold_dicom.append(timed(reference_loop) / n)
+        cs, cd = statistics.median(cold_store), statistics.median(cold_dicom)
+        print(f"read slice, cold cache (files evicted, new SliceStore): store {cs * 1e3:.3f} ms, "
+              f"dcmread {cd * 1e3:.3f} ms, {cd / cs:.1f}x faster  (target >= 5x)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
