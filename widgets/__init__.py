@@ -1,1 +1,20 @@
+"""ipywidgets views over pacslab, for JupyterLab and the Voilà dashboard.
 
+Each view takes its collaborators in its constructor (a PACS client, a slice store, a Dask
+client), publishes its state as traits and displays as ``view.widget``.
+"""
+
+from widgets.study_browser import LOCAL_STORE, StudyBrowser
+from widgets.table import PagedTable
+from widgets.transfer_monitor import Transfer, TransferLog, TransferMonitor
+from widgets.view import View
+
+__all__ = [
+    "LOCAL_STORE",
+    "PagedTable",
+    "StudyBrowser",
+    "Transfer",
+    "TransferLog",
+    "TransferMonitor",
+    "View",
+]
