@@ -24,7 +24,9 @@ CALLING_AE = "PACSLAB_TEST"
 
 
 def nodelay(event: Event) -> None:
-    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    transport = event.assoc.dul.socket
+    if transport is not None and transport.socket is not None:
+        transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @contextmanager
@@ -70,6 +72,7 @@ def find(port: int, level: str, model: str = STUDY_ROOT_FIND, **keys: Any) -> li
         for status, identifier in assoc.send_c_find(query, model):
             assert status, "no C-FIND response"
             if status.Status in (0xFF00, 0xFF01):
+                assert identifier is not None
                 results.append(identifier)
             else:
                 assert status.Status == 0x0000, f"C-FIND failed with 0x{status.Status:04X}"

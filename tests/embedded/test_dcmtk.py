@@ -20,7 +20,7 @@ from tests.embedded.dimse import find, values
 pytestmark = pytest.mark.dcmtk
 
 
-def _run(tool: str, *args: str | int, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _run(tool: str, *args: str | int | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK tool (TCP_NODELAY=1 as in every comparison) and fail with its output."""
     path = require_tool(tool, "dcmtk")
     env = {**os.environ, "TCP_NODELAY": "1"}
@@ -31,7 +31,7 @@ def _run(tool: str, *args: str | int, cwd: Path | None = None) -> subprocess.Com
     return result
 
 
-def _address(pacs: EmbeddedPacs) -> list[str | int]:
+def _address(pacs: EmbeddedPacs) -> list[str | int | Path]:
     return ["-aet", "DCMTK", "-aec", pacs.ae_title, "127.0.0.1", pacs.port]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydicom import Dataset
 
@@ -69,7 +71,7 @@ def test_levels() -> None:
     assert level_of(0x00280010) == "IMAGE"  # Rows
 
 
-RECORD = {
+RECORD: dict[str, dict[str, Any]] = {
     "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Peter"}]},
     "00100020": {"vr": "LO", "Value": ["98890234"]},
     "0020000D": {"vr": "UI", "Value": ["1.2.3"]},

@@ -13,7 +13,6 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
 from pynetdicom.events import Event
-from pynetdicom.transport import ThreadedAssociationServer
 
 from pacslab.pacs.embedded import EmbeddedPacs
 from tests.embedded.conftest import StudyFacts
@@ -155,11 +154,12 @@ def destination(embedded_pacs: EmbeddedPacs) -> Iterator[tuple[str, Received]]:
     received = Received()
     ae = AE(ae_title="MOVE_DEST")
     ae.supported_contexts = StoragePresentationContexts
-    server: ThreadedAssociationServer = ae.start_server(
+    server = ae.start_server(
         ("127.0.0.1", 0),
         block=False,
         evt_handlers=[(evt.EVT_CONN_OPEN, nodelay), (evt.EVT_C_STORE, received.on_store)],
     )
+    assert server is not None
     embedded_pacs.add_destination("MOVE_DEST", "127.0.0.1", server.server_address[1])
     try:
         yield "MOVE_DEST", received

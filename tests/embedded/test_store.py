@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pynetdicom._config
@@ -10,8 +11,9 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import evt
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_ASSOCIATE
@@ -69,13 +71,12 @@ def test_stored_instance_is_found(empty_pacs: EmbeddedPacs) -> None:
 
 def _with_meta(path: Path, body: bytes) -> Path:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CT_IMAGE
+    meta.MediaStorageSOPClassUID = UID(CT_IMAGE)
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    with path.open("wb") as f:
-        f.write(b"\x00" * 128 + b"DICM")
-        write_file_meta_info(f, meta, enforce_standard=True)
-        f.write(body)
+    encoded = DicomBytesIO()
+    write_file_meta_info(encoded, meta, enforce_standard=True)
+    path.write_bytes(b"\x00" * 128 + b"DICM" + encoded.getvalue() + body)
     return path
 
 
@@ -142,7 +143,7 @@ def _rejection(port: int, **kw: str) -> A_ASSOCIATE | None:
     responses: list[A_ASSOCIATE] = []
 
     def remember(event: Event) -> None:
-        responses.append(event.primitive)
+        responses.append(event.primitive)  # type: ignore[attr-defined]  # set for ACSE events
 
     with associate(port, [VERIFICATION], handlers=[(evt.EVT_ACSE_RECV, remember)], **kw) as assoc:
         if assoc.is_established:
@@ -152,7 +153,7 @@ def _rejection(port: int, **kw: str) -> A_ASSOCIATE | None:
 
 
 @pytest.fixture(scope="module")
-def guarded_pacs(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedPacs:
+def guarded_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPacs]:
     with EmbeddedPacs(
         tmp_path_factory.mktemp("guarded"), port=0, allowed_calling_aes=["TRUSTED"], maximum_associations=1
     ) as pacs:
@@ -189,7 +190,9 @@ def test_accepted_sockets_send_without_delay(empty_pacs: EmbeddedPacs) -> None:
         server = empty_pacs.server
         assert server is not None
         (ours,) = [a for a in server.active_associations if a.requestor.ae_title == CALLING_AE]
+        assert ours.dul.socket is not None
         sock = ours.dul.socket.socket
+        assert sock is not None
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
