@@ -57,6 +57,9 @@ __all__ = ["DicomwebClient"]
 LOGGER = logging.getLogger(__name__)
 
 # "*": every instance in the transfer syntax it is stored in, so the server need not transcode.
+_TEXT_KEYS = frozenset(
+    {"PatientName", "PatientID", "AccessionNumber", "StudyDescription", "SeriesDescription"}
+)
 # Characters sent as they are in QIDO query values (wildcards, UID lists, date ranges).
 _URL_SAFE = "*?,-._"
 ACCEPT_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
@@ -165,40 +168,40 @@ class DicomwebClient:
         params = query.qido_params(level, filters)
         if not mis:
             params.pop("ModalitiesInStudy", None)
-        limit = None if filters.limit is None else filters.limit + 1
         checks = _url_safe_params(params)
-        if checks:
-            limit = None  # some answers may be dropped by the check below
+        page = None if filters.limit is None else filters.limit + 1
+        answers: list[Dataset] = []
+        offset = 0
+        while True:
+            raw = self._search(level, dict(params), page, offset)
+            batch = [Dataset.from_json(item) for item in raw]
+            answers += [a for a in batch if all(_matches(a, k, v) for k, v in checks.items())]
+            # Checked-out answers can leave a page short: fetch the next one.
+            if page is None or len(raw) < page or len(answers) >= page:
+                break
+            offset += len(raw)
+        truncated = filters.limit is not None and len(answers) > filters.limit
+        return answers[: filters.limit] if truncated else answers, truncated
+
+    def _search(
+        self, level: query.Level, params: dict[str, str], limit: int | None, offset: int
+    ) -> list[Any]:
         fields = query.qido_fields(level)
+        paging: dict[str, Any] = {"fields": fields, "limit": limit, "offset": offset or None}
         try:
             if level == "STUDY":
-                raw = self._web.search_for_studies(search_filters=params, fields=fields, limit=limit)
-            elif level == "SERIES":
-                study = params.pop("StudyInstanceUID", None)
-                if study is not None and "," in study:
-                    params["StudyInstanceUID"], study = study, None
-                raw = self._web.search_for_series(
-                    study_instance_uid=study, search_filters=params, fields=fields, limit=limit
-                )
-            else:
-                study = params.pop("StudyInstanceUID", None)
-                series = params.pop("SeriesInstanceUID", None)
-                raw = self._web.search_for_instances(
-                    study_instance_uid=study,
-                    series_instance_uid=series,
-                    search_filters=params,
-                    fields=fields,
-                    limit=limit,
-                )
+                return self._web.search_for_studies(search_filters=params, **paging)
+            study = params.pop("StudyInstanceUID", None)
+            if study is not None and "," in study:
+                params["StudyInstanceUID"], study = study, None
+            if level == "SERIES":
+                return self._web.search_for_series(study_instance_uid=study, search_filters=params, **paging)
+            series = params.pop("SeriesInstanceUID", None)
+            return self._web.search_for_instances(
+                study_instance_uid=study, series_instance_uid=series, search_filters=params, **paging
+            )
         except (requests.RequestException, ValueError) as exc:
             self._raise(exc, f"QIDO-RS {level.lower()} query")
-        answers = [Dataset.from_json(item) for item in raw]
-        if checks:
-            answers = [a for a in answers if all(_matches(a, k, v) for k, v in checks.items())]
-        truncated = filters.limit is not None and len(answers) > filters.limit
-        if truncated:
-            answers = answers[: filters.limit]
-        return answers, truncated
 
     def _find(self, level: query.Level, filters: query.QueryFilters) -> QueryTable[Any]:
         answers, truncated = self._qido(level, filters, True)
@@ -509,13 +512,16 @@ def _url_safe_params(params: dict[str, str]) -> dict[str, str]:
     Orthanc 1.10 does not percent-decode query values, so ``Brain%2A`` (what an encoding
     client sends for ``Brain*``) matches nothing, nor does a value with a space or ``^``.
     Every character that would need encoding becomes the single-character wildcard ``?``,
-    and the answers are checked against the value as typed.
+    and the answers are checked against the value as typed. Wildcard text is checked too:
+    Orthanc matches descriptions ignoring case over DICOMweb but not over DIMSE.
     """
     checks = {}
     for key, value in params.items():
         safe = "".join(c if c.isascii() and (c.isalnum() or c in _URL_SAFE) else "?" for c in value)
         if safe != value:
             params[key] = safe
+        if safe != value or (key in _TEXT_KEYS and ("*" in value or "?" in value)):
+            # Servers differ on case and on wildcards in text; check as DIMSE would.
             checks[key] = value
     return checks
 
