@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from pynetdicom.events import Event
     from pynetdicom.transport import AssociationServer
 
-__all__ = ["EmbeddedPacs", "InstanceRejectedError", "check_instance", "serve"]
+__all__ = ["EmbeddedPacs", "InstanceRejectedError", "ListenError", "check_instance", "serve"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ _UNCOMPRESSED: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 # A requestor may propose at most 128 presentation contexts (PS3.8 9.3.2.2).
 _MAX_CONTEXTS = 128
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+class ListenError(OSError):
+    """The embedded PACS cannot listen on its address (often: the port is taken)."""
 
 
 class InstanceRejectedError(ValueError):
@@ -120,15 +124,12 @@ def _remember_association(event: Event, holder: dict[str, Association]) -> None:
     holder["assoc"] = event.assoc
 
 
-def _walk(paths: Iterable[Path]) -> Iterator[Path]:
-    for given in paths:
-        path = Path(given)
+def _walk(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
         if path.is_dir():
             yield from sorted(p for p in path.rglob("*") if p.is_file())
-        elif path.is_file():
-            yield path
         else:
-            raise FileNotFoundError(f"{path} does not exist; pass DICOM files or folders holding them")
+            yield path
 
 
 def _fit_transfer_syntax(ds: Dataset, contexts: list[PresentationContext]) -> Dataset:
@@ -267,7 +268,14 @@ class EmbeddedPacs:
             (evt.EVT_C_MOVE, self._on_move),
             (evt.EVT_C_STORE, self._on_store),
         ]
-        server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        try:
+            server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        except OSError as exc:
+            raise ListenError(
+                f"the embedded PACS cannot listen on {self.host}:{self.port} ({exc.strerror or exc}); "
+                "stop what uses that port or choose another (embedded_pacs.port, "
+                "PACSLAB_EMBEDDED_PACS_PORT; 0 picks a free one)"
+            ) from exc
         assert server is not None  # start_server(block=False) always returns the server
         self._server = server
         self.port = int(server.server_address[1])
@@ -350,10 +358,16 @@ class EmbeddedPacs:
         Raises
         ------
         FileNotFoundError
-            When a path does not exist (nothing after it is added).
+            When a path does not exist; nothing is added then.
         """
+        given = [Path(p) for p in paths]
+        missing = [str(p) for p in given if not p.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{', '.join(missing)} does not exist; pass DICOM files or folders holding them"
+            )
         added = 0
-        for path in _walk(paths):
+        for path in _walk(given):
             incoming = self._incoming_file()
             shutil.copyfile(path, incoming)
             try:

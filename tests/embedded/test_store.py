@@ -18,7 +18,7 @@ from pynetdicom import evt
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
-from pacslab.pacs.embedded import EmbeddedPacs
+from pacslab.pacs.embedded import EmbeddedPacs, ListenError
 from tests.embedded.dimse import CALLING_AE, VERIFICATION, associate, find
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -211,6 +211,11 @@ def test_add_files_skips_what_is_not_an_instance(tmp_path: Path) -> None:
         pacs.add_files([tmp_path / "missing"])
     # The index outlives the object: a new node on the same root holds the instance.
     assert EmbeddedPacs(tmp_path / "pacs").index.count() == 1
+
+
+def test_a_taken_port_is_reported(empty_pacs: EmbeddedPacs, tmp_path: Path) -> None:
+    with pytest.raises(ListenError, match=f"127.0.0.1:{empty_pacs.port}.*PACSLAB_EMBEDDED_PACS_PORT"):
+        EmbeddedPacs(tmp_path, port=empty_pacs.port).start()
 
 
 def test_invalid_settings_are_refused(tmp_path: Path) -> None:
