@@ -62,6 +62,9 @@ _PIXEL_DESCRIPTIONS = (
 )
 
 
+_DROPPED = frozenset(_PIXEL_DESCRIPTIONS)
+
+
 def _single_frame_monochrome(ds: Dataset) -> bool:
     return int(ds.get("NumberOfFrames", 1) or 1) == 1 and str(
         ds.get("PhotometricInterpretation", "MONOCHROME2")
@@ -178,11 +181,12 @@ def _patient_orientation(ds: Dataset) -> tuple[str, str]:
 def _same_iod_image(
     source: Dataset, pixels: np.ndarray, encoded: StoredValues, sop_class: UID, units_kept: bool
 ) -> Dataset:
-    ds = copy.deepcopy(source)
-    ds.remove_private_tags()
-    for keyword in _PIXEL_DESCRIPTIONS:
-        if keyword in ds:
-            delattr(ds, keyword)
+    # Copy element by element, leaving out the old pixels (the bulk of the copy) and whatever
+    # describes them, and private elements whose meaning for the new pixels nobody knows.
+    ds = Dataset()
+    for element in source:
+        if not element.tag.is_private and element.keyword not in _DROPPED:
+            ds.add(copy.deepcopy(element))
     ds.SOPClassUID = sop_class
     if "PatientPosition" not in ds:  # Type 2C for CT/MR: present, empty when unknown
         ds.PatientPosition = ""

@@ -63,9 +63,13 @@ def test_denoised_ct_stays_ct_with_honest_rescale(
 
 
 def test_integer_result_is_written_exactly(ct_sources, ct_hu) -> None:
+    ct_sources[0].private_block(0x0043, "VENDOR RECON", create=True).add_new(0x01, "DS", "1.5")
+    ct_sources[0].SmallestImagePixelValue = 0  # described the old pixels
     rounded = np.rint(ndimage.median_filter(ct_hu, size=(1, 3, 3))).astype(np.int16)
     out = derived_series(ct_sources, rounded, "median", "1", "median 3x3")
     assert float(out[0].RescaleSlope) == 1.0
+    assert not [element for element in out[0] if element.tag.is_private]
+    assert "SmallestImagePixelValue" not in out[0]
     for ds, expected in zip(out, rounded, strict=True):
         np.testing.assert_array_equal(_real_values(ds), expected)
 
