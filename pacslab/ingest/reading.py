@@ -105,9 +105,15 @@ def predicted_dtype(tag: int, bits_allocated: int, pixel_representation: int, na
     return f"{'int' if pixel_representation == 1 else 'uint'}{bits_allocated}"
 
 
-def _looks_like_dataset(head: bytes) -> bool:
-    """Raw DICOM without preamble starts with a group 0002 or 0008 tag."""
-    return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08") and head[2:4] != b"\x00\x00"
+def _looks_like_dataset(fp: BinaryIO) -> bool:
+    """DICOM data without preamble: pydicom, forced, finds a SOP instance in it."""
+    fp.seek(0)
+    try:
+        with quiet_pydicom():
+            ds = pydicom.dcmread(fp, force=True, stop_before_pixels=True)
+            return bool(ds.get("SOPInstanceUID") or ds.get("SOPClassUID"))
+    except Exception:  # anything pydicom raises means: not DICOM
+        return False
 
 
 def _read_element_header(fp: BinaryIO, pos: int, implicit: bool, little: bool, size: int, name: str) -> _PixelElement:
@@ -253,7 +259,7 @@ def scan_file(
     with fp:
         head = fp.read(132)
         if len(head) < 132 or head[128:132] != b"DICM":
-            if _looks_like_dataset(head):
+            if _looks_like_dataset(fp):
                 raise MissingPreamble(name, "DICOM data without the 128-byte preamble and 'DICM' marker")
             raise NotDicom(name, "no 'DICM' marker at byte 128")
         with quiet_pydicom() as caught:
