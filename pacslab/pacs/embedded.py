@@ -286,6 +286,9 @@ class EmbeddedPacs:
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
+            # Closing the listening socket leaves accepted associations running.
+            for assoc in server.active_associations:
+                assoc.abort()
 
     def __enter__(self) -> EmbeddedPacs:
         self.start()

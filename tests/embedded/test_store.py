@@ -240,3 +240,14 @@ def test_non_ascii_names_survive_store_and_find(empty_pacs: EmbeddedPacs) -> Non
     )
     assert str(answer.PatientName) == "Müller^Jörg"
     assert answer.StudyInstanceUID == ds.StudyInstanceUID
+
+
+def test_stop_ends_open_associations(tmp_path: Path) -> None:
+    pacs = EmbeddedPacs(tmp_path, port=0)
+    pacs.start()
+    with associate(pacs.port, [VERIFICATION]) as assoc:
+        assert assoc.is_established
+        pacs.stop()
+        assoc.join(timeout=10)  # the association thread ends once the peer aborts
+        assert assoc.is_aborted
+    assert not pacs.running
