@@ -68,7 +68,8 @@ class JobProgress:
 class JobSummary:
     """How a job ended.
 
-    ``batch_size`` is the size planned once the first batch had been timed; ``duplicates``
+    ``batch_size`` is the median size of the batches planned from measured times (probes of
+    2 slices excluded); ``duplicates``
     counts results that arrived for slices already written (dropped, never written twice).
     """
 

@@ -164,7 +164,7 @@ class Job:
         self._cancel_event = f"pacslab-cancel-{job_id}-{uuid.uuid4().hex[:8]}"
         self._seconds_per_slice: float | None = None
         self._threads = max(1, sum(client.nthreads().values()))
-        self._planned_batch_size = batch_size or 0
+        self._planned_sizes: list[int] = [batch_size] if batch_size else []
         self._batches = 0
         self._start = time.monotonic()
         self._thread = threading.Thread(target=self._drive, name=f"pacslab-job-{job_id}", daemon=True)
@@ -258,8 +258,8 @@ class Job:
                 size = plan_batch_size(
                     self._seconds_per_slice, self._remaining(), self._threads, work.bytes_per_slice
                 )
-                if self._seconds_per_slice is not None and not self._planned_batch_size:
-                    self._planned_batch_size = size
+                if self._seconds_per_slice is not None:
+                    self._planned_sizes.append(size)
             indices = tuple(work.pending.popleft() for _ in range(min(size, len(work.pending))))
             return self._spec(work, indices), work.ship
         return None
@@ -467,7 +467,7 @@ class Job:
             failed=tracker.failed,
             resumed=self._resumed,
             elapsed_s=time.monotonic() - self._start,
-            batch_size=self._planned_batch_size,
+            batch_size=int(np.median(self._planned_sizes)) if self._planned_sizes else 0,
             batches=self._batches,
             duplicates=self._sink.duplicates,
             failures=tuple(self._sink.failure_list()),

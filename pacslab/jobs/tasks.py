@@ -137,11 +137,12 @@ def process_batch(spec: BatchSpec, pixels: Pixels | None = None) -> BatchResult:
         Stored values by slice index, each (channels, rows, cols), when the client ships
         them because this worker cannot see the store; ``None`` reads the store file.
     """
-    start = time.perf_counter()
     result = BatchResult(series_uid=spec.series.series_uid, indices=spec.indices, worker=_worker_address())
     if _cancel_requested(spec.cancel_event):
         result.cancelled = True
         return result
+    # Timed from here: reading and processing, what grows with the number of slices.
+    start = time.perf_counter()
     if pixels is None and not Path(spec.series.path).exists():
         # This worker cannot see the store (another machine): the client ships the pixels.
         result.needs_pixels = True
