@@ -4,6 +4,7 @@ Each view takes its collaborators in its constructor (a PACS client, a slice sto
 client), publishes its state as traits and displays as ``view.widget``.
 """
 
+from widgets.slice_viewer import SliceViewer
 from widgets.study_browser import LOCAL_STORE, StudyBrowser
 from widgets.table import PagedTable
 from widgets.transfer_monitor import Transfer, TransferLog, TransferMonitor
@@ -12,6 +13,7 @@ from widgets.view import View
 __all__ = [
     "LOCAL_STORE",
     "PagedTable",
+    "SliceViewer",
     "StudyBrowser",
     "Transfer",
     "TransferLog",
