@@ -8,15 +8,18 @@ from widgets.slice_viewer import SliceViewer
 from widgets.study_browser import LOCAL_STORE, StudyBrowser
 from widgets.table import PagedTable
 from widgets.transfer_monitor import Transfer, TransferLog, TransferMonitor
+from widgets.upload_panel import NO_SCHEMA, UploadPanel
 from widgets.view import View
 
 __all__ = [
     "LOCAL_STORE",
+    "NO_SCHEMA",
     "PagedTable",
     "SliceViewer",
     "StudyBrowser",
     "Transfer",
     "TransferLog",
     "TransferMonitor",
+    "UploadPanel",
     "View",
 ]
