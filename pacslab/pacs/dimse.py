@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -494,10 +494,32 @@ class DimseClient:
         except (QueryFailed, NoAcceptedContext) as exc:
             messages.append(f"could not list the instances beforehand ({exc}); counts come from the PACS")
             return None, []
-        if request.level == "IMAGE":
-            # Asked-for instances the PACS does not have count as missing.
-            return list(request.sop_instance_uids), classes
         return [u for u in uids if u], classes
+
+    def _plan(
+        self, request: RetrieveRequest, messages: list[str]
+    ) -> tuple[RetrieveRequest, list[str] | None, list[str]]:
+        """The request to send, the instances expected, and their SOP classes.
+
+        Asked-for instances the PACS does not list are left out of the request (Orthanc
+        refuses a whole C-GET when one UID is unknown) and count as missing.
+        """
+        listed, classes = self._expected(request, messages)
+        if request.level != "IMAGE" or listed is None:
+            return request, listed, classes
+        present = [u for u in request.sop_instance_uids if u in set(listed)]
+        absent = len(request.sop_instance_uids) - len(present)
+        if absent:
+            messages.append(f"{absent} of the requested instances are not on the PACS")
+        return replace(request, sop_instance_uids=tuple(present)), list(request.sop_instance_uids), classes
+
+    def _nothing_to_send(
+        self, request: RetrieveRequest, session: RetrieveSession, messages: list[str]
+    ) -> None:
+        """Raise when an instance-level request kept no instance the PACS holds."""
+        if request.level == "IMAGE" and not request.sop_instance_uids:
+            result = session.result(request.level, "incomplete", None, messages)
+            raise RetrieveIncomplete(result, "none of the requested instances is on the PACS")
 
     def _c_get(
         self,
@@ -507,8 +529,9 @@ class DimseClient:
         cancel_event: threading.Event | None,
     ) -> RetrieveResult:
         messages: list[str] = []
-        expected, classes = self._expected(request, messages)
+        request, expected, classes = self._plan(request, messages)
         session = RetrieveSession("c-get", on_instance, on_progress, expected)
+        self._nothing_to_send(request, session, messages)
         model = STUDY_ROOT_GET
         store_contexts = storage_contexts([c for c in classes if c], budget=127)
         classes_offered = dict.fromkeys(str(cx.abstract_syntax) for cx in store_contexts)
@@ -555,8 +578,9 @@ class DimseClient:
         messages: list[str],
     ) -> RetrieveResult:
         receiver = self._receiver_for_move()
-        expected, _ = self._expected(request, messages)
+        request, expected, _ = self._plan(request, messages)
         session = RetrieveSession("c-move", on_instance, on_progress, expected)
+        self._nothing_to_send(request, session, messages)
         model = STUDY_ROOT_MOVE
         msg_id = _next_msg_id()
         receiver.register(msg_id, session)
