@@ -54,6 +54,7 @@ FLOAT_PIXEL_DATA = 0x7FE00008
 DOUBLE_PIXEL_DATA = 0x7FE00009
 _PIXEL_TAGS = {PIXEL_DATA: "PixelData", FLOAT_PIXEL_DATA: "FloatPixelData", DOUBLE_PIXEL_DATA: "DoubleFloatPixelData"}
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_PIXEL_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"UN"}
 _FAST_SYNTAXES = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 _FAST_PHOTOMETRIC = {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"}
 _UNDEFINED = 0xFFFFFFFF
@@ -124,6 +125,11 @@ def _read_element_header(fp: BinaryIO, pos: int, implicit: bool, little: bool, s
     endian = "<" if little else ">"
     group, element = struct.unpack(endian + "HH", head[:4])
     tag = (group << 16) | element
+    # Some files are encoded implicitly despite an explicit transfer syntax (pydicom copes too).
+    if head[4:6] in _PIXEL_VRS:
+        implicit = False
+    elif not implicit:
+        implicit = True
     if implicit:
         (length,) = struct.unpack(endian + "L", head[4:8])
         offset = pos + 8
@@ -330,6 +336,8 @@ def _scan(
     elif element is not None and element.tag == DOUBLE_PIXEL_DATA:
         bits = 64
     expected = math.ceil(rows * cols * samples * frames * bits / 8)
+    if text_of(ds, "PhotometricInterpretation").upper() == "YBR_FULL_422" and samples == 3:
+        expected = expected // 3 * 2  # chroma subsampled: two values per pixel, not three
     decoded = rows * cols * samples * frames * max(1, math.ceil(bits / 8))
     if decoded > limits.max_image_bytes:
         raise ImageTooLarge(
