@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
+from pynetdicom.dimse_messages import C_CANCEL_RQ
 from pynetdicom.events import Event
 
 from pacslab.pacs.embedded import EmbeddedPacs
@@ -220,3 +222,48 @@ def test_c_move_with_a_bad_level_is_refused(
     # pynetdicom's "unable to process" failure: the handler refuses before any sub-operation.
     assert statuses[-1].Status == 0xC514
     assert received.datasets == {}
+
+
+def test_c_move_can_be_cancelled(embedded_pacs: EmbeddedPacs, studies: dict[str, StudyFacts]) -> None:
+    study = max((s for s in studies.values() if s.from_dicomdir), key=lambda s: s.n_instances)
+    server = embedded_pacs.server
+    assert server is not None
+    cancel_arrived = threading.Event()
+
+    def watch(event: Event) -> None:
+        if isinstance(event.message, C_CANCEL_RQ):
+            cancel_arrived.set()
+
+    received = Received()
+    move: dict[str, Any] = {}
+
+    def store_then_cancel(event: Event) -> int:
+        # The first sub-operation asks for the cancel and completes once the PACS has it, so
+        # the PACS must stop before the second one.
+        if not received.datasets:
+            move["assoc"].send_c_cancel(1, move["context"])
+            assert cancel_arrived.wait(timeout=30)
+        return received.on_store(event)
+
+    ae = AE(ae_title="CANCEL_DEST")
+    ae.supported_contexts = StoragePresentationContexts
+    destination = ae.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, store_then_cancel)]
+    )
+    assert destination is not None
+    embedded_pacs.add_destination("CANCEL_DEST", "127.0.0.1", destination.server_address[1])
+    server.bind(evt.EVT_DIMSE_RECV, watch)
+    try:
+        with associate(embedded_pacs.port, [STUDY_ROOT_MOVE]) as assoc:
+            move["assoc"] = assoc
+            move["context"] = assoc.accepted_contexts[0].context_id
+            query = _query("STUDY", StudyInstanceUID=study.uid)
+            statuses = [status for status, _ in assoc.send_c_move(query, "CANCEL_DEST", STUDY_ROOT_MOVE)]
+    finally:
+        server.unbind(evt.EVT_DIMSE_RECV, watch)
+        embedded_pacs.destinations.pop("CANCEL_DEST", None)
+        destination.shutdown()
+    final = statuses[-1]
+    assert final.Status == 0xFE00
+    assert final.NumberOfCompletedSuboperations == len(received.datasets) == 1
+    assert final.NumberOfRemainingSuboperations == study.n_instances - 1
