@@ -30,7 +30,7 @@ from pacslab.render import (
     render_slice,
     thumbnail_montage,
 )
-from widgets.view import View, escape
+from widgets.view import View, escape, series_label
 
 if TYPE_CHECKING:
     from pacslab.jobs import Job, JobProgress
@@ -256,14 +256,7 @@ class SliceViewer(View):
     # -- series --------------------------------------------------------------------------------
     def refresh_series_list(self) -> None:
         """List the stored series in the picker (after an ingest or retrieve)."""
-        options = [
-            (
-                f"{s.patient_name} · {s.modality} · {s.series_description or s.series_number or ''}"
-                f" ({s.n_slices})",
-                s.series_uid,
-            )
-            for s in self.store.list_series()
-        ]
+        options = [(series_label(s), s.series_uid) for s in self.store.list_series()]
         current = self.series_uid
         self._hold += 1
         try:

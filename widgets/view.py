@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import ipywidgets as w
 import traitlets
 
-__all__ = ["KNOWN_ERRORS", "STYLE", "View", "describe_error", "escape", "html_table"]
+__all__ = ["KNOWN_ERRORS", "STYLE", "View", "describe_error", "escape", "html_table", "series_label"]
 
 LOGGER = logging.getLogger("pacslab.widgets")
 T = TypeVar("T")
@@ -81,6 +81,14 @@ def html_table(columns: Sequence[str], rows: Iterable[Sequence[object]], limit: 
             break
         body.append("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>")
     return f'<div class="pacslab-grid"><table><tr>{head}</tr>{"".join(body)}</table></div>'
+
+
+def series_label(info: Any) -> str:
+    """How a stored series is named in pickers: patient, modality, description, slices."""
+    what = info.series_description or (
+        f"series {info.series_number}" if info.series_number is not None else ""
+    )
+    return f"{info.patient_name} · {info.modality} · {what} ({info.n_slices})"
 
 
 class View(traitlets.HasTraits):
