@@ -207,8 +207,8 @@ def run_demo(workdir: Path, lab: bool = True, voila_port: int = 8866, lab_port: 
                     "--ip=127.0.0.1",
                     f"--port={lab_port}",
                     "--IdentityProvider.token=",
-                    "--ServerApp.password=",
                     f"--ServerApp.root_dir={PROJECT_ROOT}",
+                    *(["--allow-root"] if os.geteuid() == 0 else []),
                 ],
                 env,
             )
