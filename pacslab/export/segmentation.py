@@ -226,6 +226,8 @@ def segmentation_from_mask(
         software_versions=software_version(),
         device_serial_number=DEVICE_SERIAL_NUMBER,
         series_description=(series_description or f"SEG {algorithm_name} {algorithm_version}")[:64],
+        # An empty mask (nothing found) is still a result: keep its frames rather than none.
+        omit_empty_frames=bool(np.any(pixels)),
         content_label="SEGMENTATION",
         content_description=f"{algorithm_name} {algorithm_version}"[:64],
     )

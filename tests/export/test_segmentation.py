@@ -178,3 +178,14 @@ def test_sources_must_be_one_study(ct_sources, ct_hu) -> None:
     del ct_sources[3].StudyInstanceUID
     with pytest.raises(SourceMismatch, match="lacks StudyInstanceUID"):
         segmentation_from_mask(ct_sources, mask, {1: "a"}, "t", "1")
+
+
+def test_nothing_found_is_still_a_valid_seg(tmp_path: Path, ct_sources, dciodvfy) -> None:
+    seg = segmentation_from_mask(ct_sources, np.zeros((8, 64, 64), np.uint8), ["lesion"], "detector", "1")
+    path = tmp_path / "empty.dcm"
+    seg.save_as(path, enforce_file_format=True)
+    assert dciodvfy(path).errors == []
+    pixels = hd.seg.segread(path).get_pixels_by_source_instance(
+        source_sop_instance_uids=[str(ds.SOPInstanceUID) for ds in ct_sources]
+    )
+    assert not np.asarray(pixels).any()
