@@ -124,7 +124,7 @@ def _strip_private(ds: Dataset, keep: Sequence[PrivateTag]) -> None:
         if tag in ds:
             kept_tags.add(tag)
             kept_tags.add(BaseTag((wanted.group << 16) | (tag.element >> 8)))
-    for tag in [t for t in ds.keys() if t.is_private and t not in kept_tags]:  # noqa: SIM118 (copy: we delete)
+    for tag in [t for t in list(ds.keys()) if t.is_private and t not in kept_tags]:
         del ds[tag]
     for element in ds:
         if element.VR == "SQ":
