@@ -189,7 +189,7 @@ class JobPanel(View):
         self.worker_table = w.HTML()
         self.dashboard = w.HTML()
 
-        self.processor_picker.observe(lambda c: c["new"] and setattr(self, "processor", c["new"]), "value")
+        self.processor_picker.observe(self._processor_picked, "value")
         self.observe(self._on_processor, "processor")
         self.series_picker.observe(lambda c: setattr(self, "series_uids", tuple(c["new"])), "value")
         self.observe(self._on_series_uids, "series_uids")
@@ -238,6 +238,10 @@ class JobPanel(View):
             self.processor_picker.value = self.processor
         elif names:
             self.processor_picker.value = names[0]
+
+    def _processor_picked(self, change: dict[str, Any]) -> None:
+        if change["new"]:
+            self.processor = change["new"]
 
     def _on_processor(self, change: dict[str, Any]) -> None:
         try:
