@@ -74,11 +74,11 @@ def job_sources(store: SliceStore, series_uid: str, uids: list[str], indices: li
 def _units_kept(processor: str, given: bool | None) -> bool:
     if given is not None:
         return given
-    try:
-        from pacslab.processing import registry
+    from pacslab.processing import UnknownProcessorError, registry
 
+    try:
         return bool(getattr(registry.get(processor), "keeps_units", False))
-    except Exception:  # an unregistered (notebook) processor: say nothing about its units
+    except UnknownProcessorError:  # a notebook processor not registered here: claim nothing
         return False
 
 
