@@ -108,7 +108,8 @@ def export_job(
     store : SliceStore
         The store holding the job record, its result file and its input series.
     job_id : str
-        As listed by ``store.list_jobs()``.
+        As listed by ``store.list_jobs()``; a job over several series has one record per
+        series, ``"<job id>/<series uid>"``.
     allow_partial : bool
         Export only the done slices of an unfinished, cancelled or partly failed job.
     segment_labels : mapping or sequence, optional
