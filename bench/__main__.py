@@ -24,6 +24,7 @@ def main(argv: list[str]) -> int:
         print(f"\n== {name} ==", flush=True)
         started = time.perf_counter()
         module = importlib.import_module(f"bench.bench_{name}")
+        sys.argv = [f"bench/bench_{name}.py"]  # each benchmark parses its own options
         try:
             module.main()
         except Exception as exc:  # report and go on: one broken benchmark must not hide the others
