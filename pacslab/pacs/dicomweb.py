@@ -421,6 +421,7 @@ class DicomwebClient:
                     close()
             if cancelled or lost is not None:
                 break
+        session.close(self.config.timeouts.network)
         level = request.level
         if cancelled:
             return session.result(level, "cancelled", None, messages)

@@ -636,6 +636,7 @@ class DimseClient:
                 assoc.release()
         if watcher.aborted:
             lost = None
+        session.close(self.config.timeouts.dimse)
         service_key = "get" if service == "C-GET" else "move"
         if final is not None and receiver is not None:
             # Sub-operations end before the final response; give the receiver a moment to

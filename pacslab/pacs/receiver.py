@@ -106,6 +106,7 @@ class RetrieveSession:
         self.first_error: BaseException | None = None
         self._deliver_lock = threading.Lock()
         self._changed = threading.Condition()
+        self._closed = False
 
     @property
     def expected(self) -> int | None:
@@ -119,6 +120,9 @@ class RetrieveSession:
     def deliver(self, instance: ReceivedInstance) -> int:
         """Hand ``instance`` to the callback; return the C-STORE status to answer with."""
         with self._deliver_lock:
+            if self._closed:
+                # The retrieve has ended and been reported; taking it now would go uncounted.
+                return STATUS_OUT_OF_RESOURCES
             if instance.sop_instance_uid in self._received_set:
                 return STATUS_SUCCESS  # sent twice (a retry by the PACS): deliver once
             try:
@@ -170,6 +174,13 @@ class RetrieveSession:
             self.on_progress(progress)
         except Exception:
             LOGGER.exception("progress callback failed")
+
+    def close(self, timeout: float) -> None:
+        """Let a delivery in progress finish (up to ``timeout`` s), then take no more."""
+        acquired = self._deliver_lock.acquire(timeout=timeout)
+        self._closed = True
+        if acquired:
+            self._deliver_lock.release()
 
     def wait_received(self, count: int, timeout: float) -> bool:
         """Wait until ``count`` instances were handled (delivered or refused); False on timeout."""
