@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -337,8 +337,3 @@ class PacsIndex:
                 ).fetchall()
                 found.extend(StoredInstance(*row) for row in rows)
         return found
-
-    def files(self) -> Iterable[str]:
-        """The stored file of every instance (relative to the PACS root)."""
-        with self._connect() as db:
-            return [row[0] for row in db.execute("SELECT file FROM instances")]
