@@ -96,22 +96,28 @@ def main() -> None:
 
         warm_store = min(timed(read_store_all) for _ in range(args.repeat)) / n
         warm_dicom = min(timed(reference_loop) for _ in range(args.repeat)) / n
-        print(f"read slice, warm cache: store {warm_store * 1e3:.3f} ms, dcmread {warm_dicom * 1e3:.3f} ms, "
-              f"{warm_dicom / warm_store:.1f}x faster  (target >= 5x)")
+        print(
+            f"read slice, warm cache: store {warm_store * 1e3:.3f} ms, dcmread {warm_dicom * 1e3:.3f} ms, "
+            f"{warm_dicom / warm_store:.1f}x faster  (target >= 5x)"
+        )
 
         cold_store, cold_dicom = [], []
         for _ in range(args.repeat):
             store.close()
             fresh = SliceStore(store_root)
             evict(series_path)
-            cold_store.append(timed(lambda fresh=fresh: [fresh.read_slice(series_uid, i) for i in range(n)]) / n)
+            cold_store.append(
+                timed(lambda fresh=fresh: [fresh.read_slice(series_uid, i) for i in range(n)]) / n
+            )
             fresh.close()
             for f in files:
                 evict(f)
             cold_dicom.append(timed(reference_loop) / n)
         cs, cd = statistics.median(cold_store), statistics.median(cold_dicom)
-        print(f"read slice, cold cache (files evicted, new SliceStore): store {cs * 1e3:.3f} ms, "
-              f"dcmread {cd * 1e3:.3f} ms, {cd / cs:.1f}x faster  (target >= 5x)")
+        print(
+            f"read slice, cold cache (files evicted, new SliceStore): store {cs * 1e3:.3f} ms, "
+            f"dcmread {cd * 1e3:.3f} ms, {cd / cs:.1f}x faster  (target >= 5x)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

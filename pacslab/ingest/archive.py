@@ -56,15 +56,17 @@ def zip_members(archive: Path, label: str, spool: Spool, limits: IngestLimits) -
     """Spool each regular member of a zip, refusing escapes and bombs member by member."""
     try:
         zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as error:
-        yield ZipMember(label, None, NotDicom(label, f"not a readable zip archive ({error})"))
+    except (zipfile.BadZipFile, OSError) as exc:
+        yield ZipMember(label, None, NotDicom(label, f"not a readable zip archive ({exc})"))
         return
     total = 0
     with zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]
         if len(infos) > limits.max_zip_members:
             yield ZipMember(
-                label, None, DecompressionBomb(label, f"{len(infos)} members, above the cap of {limits.max_zip_members}")
+                label,
+                None,
+                DecompressionBomb(label, f"{len(infos)} members, above the cap of {limits.max_zip_members}"),
             )
             return
         for info in infos:
@@ -75,26 +77,38 @@ def zip_members(archive: Path, label: str, spool: Spool, limits: IngestLimits) -
                 continue
             if info.file_size > limits.max_zip_member_bytes:
                 yield ZipMember(
-                    name, None, DecompressionBomb(name, f"declares {info.file_size} bytes, above the member cap")
+                    name,
+                    None,
+                    DecompressionBomb(name, f"declares {info.file_size} bytes, above the member cap"),
                 )
                 continue
             path = spool.new_path()
             written = 0
-            error: IngestError | None = None
+            refusal: IngestError | None = None
             try:
                 with zf.open(info) as src, path.open("wb") as out:
                     while chunk := src.read(_CHUNK):
                         written += len(chunk)
-                        if written > limits.max_zip_member_bytes or total + written > limits.max_zip_total_bytes:
-                            error = DecompressionBomb(name, "expands beyond the zip size cap")
+                        if (
+                            written > limits.max_zip_member_bytes
+                            or total + written > limits.max_zip_total_bytes
+                        ):
+                            refusal = DecompressionBomb(name, "expands beyond the zip size cap")
                             break
                         out.write(chunk)
-            except (zipfile.BadZipFile, RuntimeError, ValueError, NotImplementedError, OSError, EOFError) as exc:
+            except (
+                zipfile.BadZipFile,
+                RuntimeError,
+                ValueError,
+                NotImplementedError,
+                OSError,
+                EOFError,
+            ) as exc:
                 # RuntimeError: encrypted member; NotImplementedError: unknown compression.
-                error = NotDicom(name, f"cannot be read from the archive ({exc})")
-            if error is not None:
+                refusal = NotDicom(name, f"cannot be read from the archive ({exc})")
+            if refusal is not None:
                 path.unlink(missing_ok=True)
-                yield ZipMember(name, None, error)
+                yield ZipMember(name, None, refusal)
                 continue
             total += written
             yield ZipMember(name, path)

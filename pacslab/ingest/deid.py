@@ -67,7 +67,8 @@ class PseudonymMap:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
-                "INSERT OR IGNORE INTO pseudonyms(attribute, original, pseudonym, first_seen) VALUES (?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO pseudonyms(attribute, original, pseudonym, first_seen) "
+                "VALUES (?, ?, ?, ?)",
                 [(a, o, p, now) for a, o, p in pairs],
             )
             self._db.execute("COMMIT")
@@ -84,7 +85,8 @@ class PseudonymMap:
         """Write the whole map as CSV (attribute, original, pseudonym, first_seen)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT attribute, original, pseudonym, first_seen FROM pseudonyms ORDER BY attribute, original"
+                "SELECT attribute, original, pseudonym, first_seen FROM pseudonyms "
+                "ORDER BY attribute, original"
             ).fetchall()
         fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
@@ -110,7 +112,9 @@ class Deidentifier:
     def __call__(self, ds: Dataset, name: str) -> None:
         """De-identify ``ds`` in place; raise :class:`BurnedInAnnotation` for burned-in images."""
         if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
-            raise BurnedInAnnotation(name, "BurnedInAnnotation is YES: patient data may be written in the pixels")
+            raise BurnedInAnnotation(
+                name, "BurnedInAnnotation is YES: patient data may be written in the pixels"
+            )
         originals = {k: str(ds.get(k, "") or "") for k in MAPPED_KEYWORDS}
         with self._lock:
             self._anonymizer.anonymize(ds)

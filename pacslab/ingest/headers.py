@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from pydicom import Dataset
-from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 
 from pacslab.store import SeriesMeta
 
@@ -62,7 +62,9 @@ class HeaderView:
     same bytes recur, so their converted values are shared (values are never modified).
     """
 
-    def __init__(self, ds: Dataset, raw_elements: dict[int, RawDataElement], cache: dict[tuple[Any, ...], Any]) -> None:
+    def __init__(
+        self, ds: Dataset, raw_elements: dict[int, RawDataElement], cache: dict[tuple[Any, ...], Any]
+    ) -> None:
         self._ds = ds
         self._raw = raw_elements
         self._cache = cache
@@ -133,7 +135,8 @@ class HeaderJson:
         if len(raw_elements) == len(ds):
             items: Any = raw_elements.items()
         else:
-            items = ((int(tag), raw_elements.get(int(tag)) or ds.get_item(tag)) for tag in ds.keys())
+            tags = ds.keys()  # tags only: iterating a Dataset would convert every element
+            items = ((int(tag), raw_elements.get(int(tag)) or ds.get_item(tag)) for tag in tags)
         out: dict[int, str] = {}
         for tag, raw in items:
             key: tuple[Any, ...] | None = None
@@ -361,8 +364,14 @@ def frame_facts(ds: HeaderLike, n_frames: int) -> list[FrameFacts]:
         plane_orient = _group(item, shared, "PlaneOrientationSequence")
         transform = _group(item, shared, "PixelValueTransformationSequence")
         frame_type = _group(item, shared, "MRImageFrameTypeSequence")
-        f_position = _as3(_floats(plane_pos.get("ImagePositionPatient"), 3)) if plane_pos is not None else None
-        f_orient = _as6(_floats(plane_orient.get("ImageOrientationPatient"), 6)) if plane_orient is not None else None
+        f_position = (
+            _as3(_floats(plane_pos.get("ImagePositionPatient"), 3)) if plane_pos is not None else None
+        )
+        f_orient = (
+            _as6(_floats(plane_orient.get("ImageOrientationPatient"), 6))
+            if plane_orient is not None
+            else None
+        )
         f_orient = f_orient or orientation
         if f_position is None and position is not None and f_orient is not None and _is_multi(offsets):
             # RT Dose style: one position plus an offset per frame along the normal.
@@ -383,7 +392,9 @@ def frame_facts(ds: HeaderLike, n_frames: int) -> list[FrameFacts]:
         f_intercept = _float(transform.get("RescaleIntercept")) if transform is not None else None
         channel = top_channel
         if frame_type is not None:
-            channel = channel_name(frame_type.get("FrameType"), frame_type.get("ComplexImageComponent")) or channel
+            channel = (
+                channel_name(frame_type.get("FrameType"), frame_type.get("ComplexImageComponent")) or channel
+            )
         facts.append(
             FrameFacts(
                 f_position,

@@ -36,10 +36,15 @@ class NativeFrames:
     def read(self, index: int) -> np.ndarray:
         """Frame ``index`` (0-based) as ``(rows, cols)``."""
         arr = np.fromfile(
-            self.path, dtype=self.dtype, count=self.rows * self.cols, offset=self.offset + index * self.frame_bytes
+            self.path,
+            dtype=self.dtype,
+            count=self.rows * self.cols,
+            offset=self.offset + index * self.frame_bytes,
         )
         if arr.size != self.rows * self.cols:
-            raise DecodeFailed(str(self.path), "the pixel data ends early (the file changed after it was checked)")
+            raise DecodeFailed(
+                str(self.path), "the pixel data ends early (the file changed after it was checked)"
+            )
         arr = arr.reshape(self.rows, self.cols)
         if self.shift:
             np.left_shift(arr, self.shift, out=arr)

@@ -52,7 +52,11 @@ __all__ = ["ScannedFile", "predicted_dtype", "scan_file"]
 PIXEL_DATA = 0x7FE00010
 FLOAT_PIXEL_DATA = 0x7FE00008
 DOUBLE_PIXEL_DATA = 0x7FE00009
-_PIXEL_TAGS = {PIXEL_DATA: "PixelData", FLOAT_PIXEL_DATA: "FloatPixelData", DOUBLE_PIXEL_DATA: "DoubleFloatPixelData"}
+_PIXEL_TAGS = {
+    PIXEL_DATA: "PixelData",
+    FLOAT_PIXEL_DATA: "FloatPixelData",
+    DOUBLE_PIXEL_DATA: "DoubleFloatPixelData",
+}
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _PIXEL_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"UN"}
 _FAST_SYNTAXES = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
@@ -117,7 +121,9 @@ def _looks_like_dataset(fp: BinaryIO) -> bool:
         return False
 
 
-def _read_element_header(fp: BinaryIO, pos: int, implicit: bool, little: bool, size: int, name: str) -> _PixelElement:
+def _read_element_header(
+    fp: BinaryIO, pos: int, implicit: bool, little: bool, size: int, name: str
+) -> _PixelElement:
     fp.seek(pos)
     head = fp.read(12)
     if len(head) < 8:
@@ -342,7 +348,8 @@ def _scan(
     if decoded > limits.max_image_bytes:
         raise ImageTooLarge(
             name,
-            f"{rows}x{cols} pixels x {frames} frames x {samples} samples needs {decoded >> 20} MiB, above the cap "
+            f"{rows}x{cols} pixels x {frames} frames x {samples} samples needs {decoded >> 20} MiB, "
+            "above the cap "
             f"of {limits.max_image_bytes >> 20} MiB",
         )
 
@@ -353,7 +360,9 @@ def _scan(
         raise UnsupportedTransferSyntax(name, f"transfer syntax {ts} is unknown")
     if encapsulated != ts.is_encapsulated and element is not None and element.tag == PIXEL_DATA:
         raise MalformedDicom(
-            name, f"pixel data is {'encapsulated' if encapsulated else 'native'} but the transfer syntax says otherwise"
+            name,
+            f"pixel data is {'encapsulated' if encapsulated else 'native'} "
+            "but the transfer syntax says otherwise",
         )
 
     if element is not None:
@@ -363,13 +372,15 @@ def _scan(
         else:
             if element.value_offset + element.length > size:
                 raise TruncatedFile(
-                    name, f"pixel data declares {element.length} bytes but the file ends after "
-                    f"{size - element.value_offset}"
+                    name,
+                    f"pixel data declares {element.length} bytes but the file ends after "
+                    f"{size - element.value_offset}",
                 )
             if not expected <= element.length <= expected + 1:
                 raise PixelDataMismatch(
                     name,
-                    f"{rows} rows x {cols} columns x {frames} frames x {samples} samples at {bits} bits needs "
+                    f"{rows} rows x {cols} columns x {frames} frames x {samples} samples "
+                    f"at {bits} bits needs "
                     f"{expected} bytes of pixel data, the file has {element.length}",
                 )
     else:
@@ -379,11 +390,15 @@ def _scan(
             raise NoPixelData(name, f"no pixel data in this {_sop_name(sop_class_uid)}")
         if not ts.is_encapsulated and not expected <= len(full[pixel_keyword].value) <= expected + 1:
             raise PixelDataMismatch(
-                name, f"the header needs {expected} bytes of pixel data, the file has {len(full[pixel_keyword].value)}"
+                name,
+                f"the header needs {expected} bytes of pixel data, "
+                f"the file has {len(full[pixel_keyword].value)}",
             )
         del full
 
-    dtype = predicted_dtype(element.tag if element is not None else PIXEL_DATA, bits_allocated, representation, name)
+    dtype = predicted_dtype(
+        element.tag if element is not None else PIXEL_DATA, bits_allocated, representation, name
+    )
     if deidentify is not None:
         deidentify(dataset, name)
         raw_elements = {}  # values changed: convert every element afresh

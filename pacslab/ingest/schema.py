@@ -98,9 +98,13 @@ def set_problems(schema: FileSetSchema, scanned: Sequence[ScannedFile]) -> list[
             first = files[0]
             for f in files[1:]:
                 if (f.rows, f.cols) != (first.rows, first.cols):
-                    problems.append(f"{f.name}: {f.rows}x{f.cols} differs from {first.rows}x{first.cols} in its series")
+                    problems.append(
+                        f"{f.name}: {f.rows}x{f.cols} differs from {first.rows}x{first.cols} in its series"
+                    )
                 if not _close(f.pixel_spacing, first.pixel_spacing, _SPACING_TOLERANCE):
-                    problems.append(f"{f.name}: pixel spacing {f.pixel_spacing} differs from {first.pixel_spacing}")
+                    problems.append(
+                        f"{f.name}: pixel spacing {f.pixel_spacing} differs from {first.pixel_spacing}"
+                    )
                 if not _close(f.orientation, first.orientation, _ORIENTATION_TOLERANCE):
                     problems.append(f"{f.name}: orientation differs from the rest of its series")
             plan = plan_slices([s for f in files for s in f.sources])

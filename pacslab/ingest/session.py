@@ -216,7 +216,9 @@ class Ingest:
             else:
                 kept.append(f)
                 continue
-            report.rejected.append(Rejection(f.name, InconsistentSeries(f.name, f"{problem} (series {series_uid})")))
+            report.rejected.append(
+                Rejection(f.name, InconsistentSeries(f.name, f"{problem} (series {series_uid})"))
+            )
         return kept
 
     def _write(self, files: list[ScannedFile], report: IngestReport) -> None:

@@ -230,9 +230,9 @@ class Catalog:
     # -- series writes -----------------------------------------------------------------------
     def series_row(self, series_uid: str) -> sqlite3.Row | None:
         """The raw series row, or None."""
-        return self.connection().execute(  # type: ignore[no-any-return]
-            "SELECT * FROM series WHERE series_uid = ?", (series_uid,)
-        ).fetchone()
+        return (
+            self.connection().execute("SELECT * FROM series WHERE series_uid = ?", (series_uid,)).fetchone()
+        )
 
     def _upsert_patient_study(self, db: sqlite3.Connection, meta: SeriesMeta) -> None:
         db.execute(
@@ -264,7 +264,9 @@ class Catalog:
         Returns the previous ``complete`` flag, or None when the series is new.
         """
         with self.transaction() as db:
-            row = db.execute("SELECT complete FROM series WHERE series_uid = ?", (meta.series_uid,)).fetchone()
+            row = db.execute(
+                "SELECT complete FROM series WHERE series_uid = ?", (meta.series_uid,)
+            ).fetchone()
             self._upsert_patient_study(db, meta)
             if row is None:
                 db.execute(
@@ -282,7 +284,8 @@ class Catalog:
                 )
                 return None
             db.execute(
-                "UPDATE series SET complete = 0, updated = ? WHERE series_uid = ?", (utc_now(), meta.series_uid)
+                "UPDATE series SET complete = 0, updated = ? WHERE series_uid = ?",
+                (utc_now(), meta.series_uid),
             )
             return bool(row["complete"])
 
@@ -309,7 +312,8 @@ class Catalog:
             db.execute(
                 """UPDATE series SET study_uid = ?, modality = ?, series_description = ?, series_number = ?,
                      n_slices = ?, rows = ?, cols = ?, channels = ?, dtype = ?, pixel_spacing = ?,
-                     slice_thickness = ?, spacing_between_slices = ?, rescale_slope = ?, rescale_intercept = ?,
+                     slice_thickness = ?, spacing_between_slices = ?, rescale_slope = ?,
+                     rescale_intercept = ?,
                      window_presets = ?, geometry_warnings = ?, frame_of_reference_uid = ?,
                      image_orientation = ?, path = ?, version = ?, complete = 1, format_version = ?,
                      updated = ?
@@ -342,13 +346,15 @@ class Catalog:
             )
             db.execute("DELETE FROM instances WHERE series_uid = ?", (meta.series_uid,))
             db.executemany(
-                """INSERT INTO instances(series_uid, slice_index, channel, sop_instance_uid, frame, sop_class_uid,
+                """INSERT INTO instances(series_uid, slice_index, channel, sop_instance_uid, frame,
+                     sop_class_uid,
                      instance_number, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
                 [(meta.series_uid, *row) for row in content.instances],
             )
             if old_path and old_path != path:
                 db.execute(
-                    "INSERT OR REPLACE INTO superseded_files(path, since) VALUES (?, ?)", (old_path, utc_now())
+                    "INSERT OR REPLACE INTO superseded_files(path, since) VALUES (?, ?)",
+                    (old_path, utc_now()),
                 )
             self._delete_orphans(db)
 
@@ -365,7 +371,8 @@ class Catalog:
     # -- reads ---------------------------------------------------------------------------------
     def _series_info(self, row: sqlite3.Row, root: Path) -> SeriesInfo:
         uids = self.connection().execute(
-            "SELECT sop_instance_uid FROM instances WHERE series_uid = ? AND channel = 0 ORDER BY slice_index",
+            "SELECT sop_instance_uid FROM instances WHERE series_uid = ? AND channel = 0 "
+            "ORDER BY slice_index",
             (row["series_uid"],),
         )
         return SeriesInfo(
@@ -386,7 +393,9 @@ class Catalog:
             spacing_between_slices=row["spacing_between_slices"],
             rescale_slope=row["rescale_slope"],
             rescale_intercept=row["rescale_intercept"],
-            window_presets=tuple((str(n), float(c), float(w)) for n, c, w in json.loads(row["window_presets"])),
+            window_presets=tuple(
+                (str(n), float(c), float(w)) for n, c, w in json.loads(row["window_presets"])
+            ),
             sop_instance_uids=tuple(r[0] for r in uids),
             path=root / row["path"] if row["path"] else Path(),
             complete=bool(row["complete"]),
@@ -439,7 +448,9 @@ class Catalog:
             clauses.append(clause)
             params.extend(values)
         if modality:
-            clauses.append("EXISTS (SELECT 1 FROM series m WHERE m.study_uid = st.study_uid AND m.modality = ?)")
+            clauses.append(
+                "EXISTS (SELECT 1 FROM series m WHERE m.study_uid = st.study_uid AND m.modality = ?)"
+            )
             params.append(modality.upper())
         if text:
             needle = f"%{wildcard_to_like(text)}%"
@@ -452,8 +463,10 @@ class Catalog:
             )
             params.extend([needle] * (len(fields) + 1))
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        rows = self.connection().execute(
-            f"""SELECT st.*, COALESCE(p.patient_name, '') AS patient_name,
+        rows = (
+            self.connection()
+            .execute(
+                f"""SELECT st.*, COALESCE(p.patient_name, '') AS patient_name,
                   COALESCE(p.birth_date, '') AS birth_date,
                   (SELECT group_concat(DISTINCT s.modality) FROM series s WHERE s.study_uid = st.study_uid)
                     AS modalities,
@@ -464,8 +477,10 @@ class Catalog:
                 FROM studies st LEFT JOIN patients p ON p.patient_id = st.patient_id
                 {where}
                 ORDER BY st.study_date DESC, st.study_uid""",
-            params,
-        ).fetchall()
+                params,
+            )
+            .fetchall()
+        )
         return [
             StudyRecord(
                 study_uid=r["study_uid"],
@@ -484,9 +499,13 @@ class Catalog:
 
     def instances(self, series_uid: str) -> list[InstanceRecord]:
         """Every stored plane of a series, in slice then channel order."""
-        rows = self.connection().execute(
-            "SELECT * FROM instances WHERE series_uid = ? ORDER BY slice_index, channel", (series_uid,)
-        ).fetchall()
+        rows = (
+            self.connection()
+            .execute(
+                "SELECT * FROM instances WHERE series_uid = ? ORDER BY slice_index, channel", (series_uid,)
+            )
+            .fetchall()
+        )
         return [
             InstanceRecord(
                 series_uid=r["series_uid"],

@@ -108,11 +108,10 @@ def plan_slices(sources: Sequence[SliceSource]) -> SlicePlan:
             if same_group and abs(keys[last][1] - keys[i][1]) <= SAME_PLANE_MM:
                 clusters[-1].append(i)
                 continue
-        elif clusters and not has_positions:
+        elif clusters and sources[i].channel not in {sources[j].channel for j in clusters[-1]}:
             # Without positions, a plane is one source per channel, in instance order.
-            if sources[i].channel not in {sources[j].channel for j in clusters[-1]}:
-                clusters[-1].append(i)
-                continue
+            clusters[-1].append(i)
+            continue
         clusters.append([i])
 
     planes: list[tuple[int | None, ...]] = []

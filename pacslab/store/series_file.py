@@ -91,8 +91,12 @@ def write_series_file(
     rows, cols, samples = first.rows, first.cols, first.samples
     stored_dtype = np.dtype(dtype).newbyteorder("=")
     if samples > 1 and len(plan.channels) > 1:
-        raise SliceReadError(first, ValueError("colour images cannot also have several channels per position"))
-    channel_names = sample_channel_names(meta.photometric_interpretation, samples) if samples > 1 else plan.channels
+        raise SliceReadError(
+            first, ValueError("colour images cannot also have several channels per position")
+        )
+    channel_names = (
+        sample_channel_names(meta.photometric_interpretation, samples) if samples > 1 else plan.channels
+    )
     n, n_image = len(plan.planes), len(plan.channels)
     n_stored = len(channel_names)
     plane_shape: tuple[int, ...] = (rows, cols) if n_stored == 1 else (rows, cols, n_stored)
@@ -173,7 +177,8 @@ def write_series_file(
         f.create_dataset("positions", data=positions)
         f.create_dataset("orientations", data=orientations)
         f.create_dataset(
-            "slice_location", data=np.array([np.nan if p is None else p for p in plan.positions], dtype=np.float64)
+            "slice_location",
+            data=np.array([np.nan if p is None else p for p in plan.positions], dtype=np.float64),
         )
 
         presets = meta.window_presets
@@ -181,7 +186,9 @@ def write_series_file(
             presets = (("auto", (low + high) / 2, max(high - low, 1.0)),)
         spacing = plan.spacing if plan.spacing is not None else meta.spacing_between_slices
         pixel_spacing = meta.pixel_spacing or (1.0, 1.0)
-        warnings = plan.warnings if meta.pixel_spacing else (*plan.warnings, "no pixel spacing (1 mm assumed)")
+        warnings = (
+            plan.warnings if meta.pixel_spacing else (*plan.warnings, "no pixel spacing (1 mm assumed)")
+        )
         attrs = f.attrs
         attrs["encoding"] = ENCODING
         attrs["format_version"] = FORMAT_VERSION
@@ -277,7 +284,9 @@ class SeriesFile:
         if not -n <= index < n:
             raise SliceIndexError(f"slice {index} is outside this series of {n} slices ({self.path.name})")
         if channel is not None and not 0 <= channel < len(self.channels):
-            raise SliceIndexError(f"channel {channel} is not one of the {len(self.channels)} channels {self.channels}")
+            raise SliceIndexError(
+                f"channel {channel} is not one of the {len(self.channels)} channels {self.channels}"
+            )
         return index % n
 
     def read_plane(self, index: int) -> np.ndarray:
@@ -352,7 +361,9 @@ def existing_sources(series_file: SeriesFile) -> list[SliceSource]:
                     cols=cols,
                     dtype=str(series_file.dtype),
                     samples=samples,
-                    position=None if np.isnan(position[0]) else (float(position[0]), float(position[1]), float(position[2])),
+                    position=None
+                    if np.isnan(position[0])
+                    else (float(position[0]), float(position[1]), float(position[2])),
                     orientation=None if np.isnan(orientation[0]) else _six(orientation),
                     instance_number=None if numbers[k, c] < 0 else int(numbers[k, c]),
                     rescale_slope=float(series_file.slopes[k, c]),

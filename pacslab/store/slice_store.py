@@ -154,9 +154,7 @@ class SliceStore:
                 old.close()
         return series_file
 
-    def read_slice(
-        self, series_uid: str, index: int, channel: int = 0, rescaled: bool = False
-    ) -> np.ndarray:
+    def read_slice(self, series_uid: str, index: int, channel: int = 0, rescaled: bool = False) -> np.ndarray:
         """One slice, ``(rows, cols)`` in the stored dtype, or float32 after the rescale.
 
         Parameters

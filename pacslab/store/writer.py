@@ -8,6 +8,7 @@ and the catalog consistent, with the series marked incomplete.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -117,8 +118,9 @@ def write_series(
             free = shutil.disk_usage(series_dir).free
             if need > free:
                 raise StoreFull(
-                    f"not enough disk space for series {uid}: about {need >> 20} MiB needed, {free >> 20} MiB "
-                    f"free at {root}; free space or move the store, then ingest again (stored data is intact)"
+                    f"not enough disk space for series {uid}: about {need >> 20} MiB needed, "
+                    f"{free >> 20} MiB free at {root}; free space or move the store, then ingest again "
+                    "(stored data is intact)"
                 )
             previous = catalog.begin_write(meta)
             version = (int(row["version"]) if row is not None else 0) + 1
@@ -127,7 +129,7 @@ def write_series(
             tmp = final.with_name(final.name + ".tmp")
             try:
                 content = write_series_file(tmp, meta, merged, plan, dtype, on_slice)
-                os.replace(tmp, final)
+                tmp.replace(final)
                 _fsync_dir(series_dir)
             except BaseException as error:
                 tmp.unlink(missing_ok=True)
@@ -142,10 +144,9 @@ def write_series(
                 catalog.commit_series(meta, content, rel, version, old_rel)
             except BaseException:
                 final.unlink(missing_ok=True)
-                try:
+                # If even that fails, the series stays marked incomplete; its previous file is untouched.
+                with contextlib.suppress(StoreFull):
                     catalog.abort_write(uid, previous)
-                except StoreFull:
-                    pass  # the series stays marked incomplete; its previous file is untouched
                 raise
             return WriteOutcome(uid, True, content.n_slices, version, content.geometry_warnings)
         finally:

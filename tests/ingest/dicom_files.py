@@ -33,7 +33,9 @@ def write_datasets(folder: Path, datasets: list[Dataset], *, shuffle_names: bool
     return paths
 
 
-def write_ct(folder: Path, n: int = CT_SLICES, size: int = CT_SIZE, *, shuffle_names: bool = False) -> list[Path]:
+def write_ct(
+    folder: Path, n: int = CT_SLICES, size: int = CT_SIZE, *, shuffle_names: bool = False
+) -> list[Path]:
     """The CT phantom as files in ``folder`` (returned in slice order)."""
     return write_datasets(folder, ct_datasets(n, size), shuffle_names=shuffle_names)
 

@@ -8,7 +8,6 @@ import zlib
 from pathlib import Path
 
 import pydicom
-import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence

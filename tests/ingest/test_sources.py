@@ -71,7 +71,13 @@ def test_headers_are_dicom_json_without_pixel_data(store: SliceStore, tmp_path: 
     header = store.read_header(uid, 2)
     original = pydicom.dcmread(files[2], stop_before_pixels=True)
     assert "PixelData" not in header
-    for keyword in ("SOPInstanceUID", "PatientName", "ImagePositionPatient", "WindowCenter", "RescaleIntercept"):
+    for keyword in (
+        "SOPInstanceUID",
+        "PatientName",
+        "ImagePositionPatient",
+        "WindowCenter",
+        "RescaleIntercept",
+    ):
         assert header[keyword].value == original[keyword].value
 
 
@@ -144,7 +150,9 @@ def test_mr_magnitude_and_phase_are_channels_of_one_series(store: SliceStore, tm
         ds = pydicom.dcmread(path)
         index = (int(ds.InstanceNumber) - 1) // 2
         channel = info.channels.index("magnitude" if ds.ImageType[2] == "M" else "phase")
-        np.testing.assert_array_equal(store.read_slice(info.series_uid, index, channel=channel), ds.pixel_array)
+        np.testing.assert_array_equal(
+            store.read_slice(info.series_uid, index, channel=channel), ds.pixel_array
+        )
         assert store.read_header(info.series_uid, index, channel=channel).SOPInstanceUID == ds.SOPInstanceUID
     phase = store.read_slice(info.series_uid, 0, channel=1, rescaled=True)
     assert phase.min() >= -np.pi - 1e-3
@@ -194,7 +202,9 @@ def test_progress_reports_reading_then_writing(store: SliceStore, tmp_path: Path
     assert seen.index(writing[0]) > seen.index(reading[-1])
 
 
-def test_pydicom_sample_studies_list_in_the_catalog(store: SliceStore, samples: dict[str, list[Path]]) -> None:
+def test_pydicom_sample_studies_list_in_the_catalog(
+    store: SliceStore, samples: dict[str, list[Path]]
+) -> None:
     from pacslab.ingest import NoPixelData
 
     report = ingest_paths(store, samples["pydicom"])
@@ -203,5 +213,9 @@ def test_pydicom_sample_studies_list_in_the_catalog(store: SliceStore, samples: 
     assert all("TINY_ALPHA" in r.name for r in report.rejected)
     studies = store.list_studies()
     assert len({s.patient_id for s in studies}) == 4  # two dicomdirtests patients + CT_small + MR_small
-    assert sum(s.n_instances for s in studies) == report.n_instances == len(samples["pydicom"]) - len(report.rejected)
+    assert (
+        sum(s.n_instances for s in studies)
+        == report.n_instances
+        == len(samples["pydicom"]) - len(report.rejected)
+    )
     assert sum(s.n_series for s in studies) == len(store.list_series())

@@ -128,4 +128,6 @@ def test_killed_at_random_points(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert store.series(uid).complete
         np.testing.assert_array_equal(store.read_slices(uid), pixels)
     with capsys.disabled():
-        print(f"\nwriter killed at random points: {killed} of {trials} trials killed, store usable after each")
+        print(
+            f"\nwriter killed at random points: {killed} of {trials} trials killed, store usable after each"
+        )

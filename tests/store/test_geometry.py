@@ -67,7 +67,11 @@ def test_oblique_series_uses_the_plane_normal() -> None:
 
 
 def test_channels_at_the_same_position_share_a_plane() -> None:
-    sources = [source(float(z), channel=ch, number=2 * z + (ch == "phase")) for z in range(3) for ch in ("phase", "magnitude")]
+    sources = [
+        source(float(z), channel=ch, number=2 * z + (ch == "phase"))
+        for z in range(3)
+        for ch in ("phase", "magnitude")
+    ]
     plan = plan_slices(sources)
     assert plan.channels == ("magnitude", "phase")
     assert len(plan.planes) == 3
@@ -77,7 +81,11 @@ def test_channels_at_the_same_position_share_a_plane() -> None:
 
 
 def test_missing_channel_is_flagged() -> None:
-    sources = [source(0.0, channel="magnitude"), source(0.0, channel="phase"), source(1.0, channel="magnitude")]
+    sources = [
+        source(0.0, channel="magnitude"),
+        source(0.0, channel="phase"),
+        source(1.0, channel="magnitude"),
+    ]
     plan = plan_slices(sources)
     assert plan.planes[1] == (2, None)
     assert any("'phase' missing at 1" in w for w in plan.warnings)
@@ -107,7 +115,9 @@ def test_rounding_noise_is_not_jitter() -> None:
 
 def test_mixed_orientation_is_flagged() -> None:
     sagittal = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
-    sources = [source(z) for z in (0.0, 1.0, 2.0)] + [source(None, orientation=sagittal, position=(5.0, 0.0, 0.0))]
+    sources = [source(z) for z in (0.0, 1.0, 2.0)] + [
+        source(None, orientation=sagittal, position=(5.0, 0.0, 0.0))
+    ]
     plan = plan_slices(sources)
     assert any(w.startswith("mixed orientation") for w in plan.warnings)
     assert len(plan.planes) == 4

@@ -52,7 +52,9 @@ def test_series_file_format(store: SliceStore, ct: tuple[str, list[Path]]) -> No
         assert f["pixels"].shape == (8, 64, 64)
         assert f["pixels"].chunks == (1, 64, 64)
         assert f["headers"].shape == (8, 1)
-        np.testing.assert_allclose(f.attrs["pixel_spacing"], [float(v) for v in pydicom.dcmread(files[0]).PixelSpacing])
+        np.testing.assert_allclose(
+            f.attrs["pixel_spacing"], [float(v) for v in pydicom.dcmread(files[0]).PixelSpacing]
+        )
     assert store.series(uid).format_version == FORMAT_VERSION
 
 
@@ -68,7 +70,9 @@ def test_read_slices_and_worker_reads(store: SliceStore, ct: tuple[str, list[Pat
     assert store.read_slice(uid, 0)[0, 0] == expected[0, 0, 0]
 
 
-def test_named_errors_for_unknown_series_slice_channel_job(store: SliceStore, ct: tuple[str, list[Path]]) -> None:
+def test_named_errors_for_unknown_series_slice_channel_job(
+    store: SliceStore, ct: tuple[str, list[Path]]
+) -> None:
     uid, _ = ct
     with pytest.raises(SeriesNotFound, match="list_series"):
         store.series("1.2.3.4")

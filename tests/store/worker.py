@@ -38,11 +38,9 @@ class Worker:
 
     def read_lines(self, count: int) -> bool:
         """Read ``count`` lines; False if the process ended first."""
-        assert self.process.stdout is not None
-        for _ in range(count):
-            if not self.process.stdout.readline():
-                return False
-        return True
+        stdout = self.process.stdout
+        assert stdout is not None
+        return all(stdout.readline() for _ in range(count))
 
     def expect(self, word: str) -> str:
         """Read lines until one starts with ``word`` (fails if the process ends first)."""
