@@ -123,6 +123,8 @@ class OrthancServer:
         return config
 
     def start(self) -> OrthancServer:
+        if self.running:
+            return self
         executable = orthanc_executable()
         if executable is None:
             raise OrthancUnavailable(
