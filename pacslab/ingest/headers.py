@@ -183,13 +183,19 @@ class HeaderJson:
 
 
 def text_of(ds: HeaderLike, keyword: str) -> str:
-    """A header value as text ('' when absent); multi-valued values joined with '\\'."""
+    """A header value as text ('' when absent); multi-valued values joined with '\\'.
+
+    NUL characters (never valid in DICOM text, but found in corrupt or hostile files) are
+    dropped: neither HDF5 attributes nor file systems accept them.
+    """
     value = ds.get(keyword)
     if value is None:
         return ""
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value).strip()
+    return text.replace("\x00", "")
 
 
 def _float(value: Any) -> float | None:

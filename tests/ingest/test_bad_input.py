@@ -32,6 +32,7 @@ from pacslab.ingest import (
     ZipPathEscape,
     ingest_paths,
 )
+from pacslab.ingest.pydicom_guard import quiet_pydicom
 from pacslab.store import SliceStore
 from tests.ingest.dicom_files import ct_datasets, write_ct, write_datasets
 
@@ -267,3 +268,32 @@ def test_helpers_build_valid_bytes() -> None:
     assert data.count(b"\xfe\xff\x00\xe0") == 3
     assert struct.unpack("<L", data[8:12])[0] == 0xFFFFFFFF
     assert zlib.crc32(data) == zlib.crc32(_nested_sequence_bytes(3))
+
+
+def test_hostile_identifiers_never_name_files(store: SliceStore, tmp_path: Path) -> None:
+    datasets = ct_datasets(2, 16)
+    with quiet_pydicom():  # pydicom rightly warns about these values while we build them
+        for ds in datasets:
+            ds.SeriesInstanceUID = "../../../escaped"
+            ds.StudyInstanceUID = "/abs/" + "9" * 100
+            ds.PatientID = "../../etc/passwd\x00"
+            ds.Modality = "C\x00T"
+        files = write_datasets(tmp_path / "in", datasets)
+    before = {p for p in tmp_path.rglob("*")}
+    report = ingest_paths(store, files)
+    assert report.n_instances == 2
+    created = {p for p in tmp_path.rglob("*")} - before
+    assert all(store.root in p.parents or p == store.root or (tmp_path / "in") in p.parents for p in created)
+    assert not list(tmp_path.parent.rglob("escaped*"))
+    (study,) = store.list_studies()
+    assert study.patient_id == "../../etc/passwd"
+    assert store.series("../../../escaped").modality == "CT"
+
+
+def test_uid_with_control_characters_is_refused(store: SliceStore, tmp_path: Path) -> None:
+    ds = ct_datasets(1, 16)[0]
+    with quiet_pydicom():
+        ds.SeriesInstanceUID = "1.2.3\x01"
+        path = save(ds, tmp_path / "ctl.dcm")
+    error = refused(store, path, MalformedDicom)
+    assert "SeriesInstanceUID" in str(error)
