@@ -279,10 +279,10 @@ def test_hostile_identifiers_never_name_files(store: SliceStore, tmp_path: Path)
             ds.PatientID = "../../etc/passwd\x00"
             ds.Modality = "C\x00T"
         files = write_datasets(tmp_path / "in", datasets)
-    before = {p for p in tmp_path.rglob("*")}
+    before = set(tmp_path.rglob("*"))
     report = ingest_paths(store, files)
     assert report.n_instances == 2
-    created = {p for p in tmp_path.rglob("*")} - before
+    created = set(tmp_path.rglob("*")) - before
     assert all(store.root in p.parents or p == store.root or (tmp_path / "in") in p.parents for p in created)
     assert not list(tmp_path.parent.rglob("escaped*"))
     (study,) = store.list_studies()
