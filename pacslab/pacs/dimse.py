@@ -8,6 +8,7 @@ instances raises :class:`~pacslab.pacs.errors.RetrieveIncomplete` naming them.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import threading
@@ -707,33 +708,30 @@ class DimseClient:
             except (OSError, ValueError, AttributeError, InvalidDicomError) as exc:
                 items.append(None)
                 statuses.append(StoreStatus("", "", -1, f"not sent: cannot read {given}: {exc}", "failure"))
-        by_class: dict[str, list[int]] = {}
+        by_pair: dict[tuple[str, str], list[int]] = {}
         for i, item in enumerate(items):
             if item is not None:
-                by_class.setdefault(item.sop_class_uid, []).append(i)
-        classes = list(by_class)
-        # At most 128 presentation contexts per association: send in groups of SOP classes.
-        per_assoc = 64
-        for start in range(0, len(classes), per_assoc):
-            group = classes[start : start + per_assoc]
-            indices = [i for c in group for i in by_class[c]]
+                by_pair.setdefault((item.sop_class_uid, item.transfer_syntax_uid), []).append(i)
+        pairs = list(by_pair)
+        # At most 128 presentation contexts per association (each pair may add a fallback).
+        per_assoc = 60
+        for start in range(0, len(pairs), per_assoc):
+            indices = [i for pair in pairs[start : start + per_assoc] for i in by_pair[pair]]
             self._store_group([items[i] for i in indices], indices, statuses)  # type: ignore[misc]
         return [s for s in statuses if s is not None]
 
     def _store_group(
         self, items: list[_Outgoing], indices: list[int], statuses: list[StoreStatus | None]
     ) -> None:
+        # One context per (SOP class, transfer syntax) so files go out as they are, plus an
+        # uncompressed fallback for classes sent compressed, for a PACS that takes only that.
         contexts = []
-        for sop_class in dict.fromkeys(item.sop_class_uid for item in items):
-            syntaxes = dict.fromkeys(
-                item.transfer_syntax_uid for item in items if item.sop_class_uid == sop_class
-            )
-            native = [ts for ts in syntaxes if ts in UNCOMPRESSED_TRANSFER_SYNTAXES]
-            if native or not syntaxes:
+        pairs = dict.fromkeys((item.sop_class_uid, item.transfer_syntax_uid) for item in items)
+        for sop_class, syntax in pairs:
+            contexts.append(build_context(sop_class, syntax))
+        for sop_class in dict.fromkeys(c for c, ts in pairs if ts not in UNCOMPRESSED_TRANSFER_SYNTAXES):
+            if (sop_class, ExplicitVRLittleEndian) not in pairs:
                 contexts.append(build_context(sop_class, list(UNCOMPRESSED_TRANSFER_SYNTAXES)))
-            contexts += [
-                build_context(sop_class, ts) for ts in syntaxes if ts not in UNCOMPRESSED_TRANSFER_SYNTAXES
-            ]
         assoc = self._connector.associate(contexts, "C-STORE", fast_loop=True)
         accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}
         try:
@@ -741,14 +739,12 @@ class DimseClient:
                 if not assoc.is_established:
                     statuses[index] = item.status(None, "not sent: the association ended")
                     continue
-                if not _storable(item, accepted):
-                    statuses[index] = item.status(
-                        0x0122,
-                        f"no accepted presentation context for this SOP class in {item.transfer_syntax_uid}",
-                    )
+                payload, problem = _sendable(item, accepted)
+                if payload is None:
+                    statuses[index] = item.status(0x0122, problem)
                     continue
                 sent = time.monotonic()
-                rsp = assoc.send_c_store(item.payload, msg_id=_next_msg_id())
+                rsp = assoc.send_c_store(payload, msg_id=_next_msg_id())
                 if "Status" not in rsp:
                     error = self._lost(assoc, "C-STORE", sent)
                     statuses[index] = item.status(None, f"not stored: {error}")
@@ -760,13 +756,23 @@ class DimseClient:
                 assoc.release()
 
 
-def _storable(item: _Outgoing, accepted: set[tuple[str, str]]) -> bool:
+def _sendable(item: _Outgoing, accepted: set[tuple[str, str]]) -> tuple[Dataset | Path | None, str]:
+    """What to send for ``item`` on this association, or None and why not."""
     if (item.sop_class_uid, item.transfer_syntax_uid) in accepted:
-        return True
-    # pynetdicom re-encodes between the uncompressed syntaxes when the data set is decoded.
-    if item.transfer_syntax_uid in UNCOMPRESSED_TRANSFER_SYNTAXES and isinstance(item.payload, Dataset):
-        return any((item.sop_class_uid, ts) in accepted for ts in UNCOMPRESSED_TRANSFER_SYNTAXES)
-    return False
+        return item.payload, ""
+    if not any((item.sop_class_uid, ts) in accepted for ts in UNCOMPRESSED_TRANSFER_SYNTAXES):
+        return None, f"the PACS accepts this SOP class in neither {item.transfer_syntax_uid} nor uncompressed"
+    # pynetdicom re-encodes a decoded data set between the uncompressed syntaxes; compressed
+    # pixel data is decoded first.
+    ds = item.payload if isinstance(item.payload, Dataset) else dcmread(item.payload)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        if ds is item.payload:
+            ds = copy.deepcopy(ds)  # leave the caller's data set as it was
+        try:
+            ds.decompress()
+        except Exception as exc:  # pydicom raises several types for undecodable pixel data
+            return None, f"the PACS takes it only uncompressed, and decoding failed: {exc}"
+    return ds, ""
 
 
 @dataclass
