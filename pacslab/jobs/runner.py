@@ -96,6 +96,14 @@ def _check_workers_have(client: Client, proc: Processor) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Flight:
+    """A submitted batch; ``isolated`` when it ran with nothing else of the job beside it."""
+
+    spec: BatchSpec
+    isolated: bool = False
+
+
 @dataclass
 class _SeriesWork:
     """One series of the job: what the workers need to read it, and what is left to do."""
@@ -158,7 +166,10 @@ class Job:
         self._status: JobStatus = "queued"
         self._error: JobError | None = None
         self._summary: JobSummary | None = None
-        self._in_flight: dict[Future, BatchSpec] = {}
+        self._in_flight: dict[Future, _Flight] = {}
+        # Slices whose worker died while they were assigned to it. Dask blames every task the
+        # dead worker held, so each suspect runs alone to find the one that really kills it.
+        self._suspects: deque[BatchSpec] = deque()
         # Batches to send before new ones: (spec, ship its pixels from the client).
         self._priority: deque[tuple[BatchSpec, bool]] = deque()
         self._cancel_event = f"pacslab-cancel-{job_id}-{uuid.uuid4().hex[:8]}"
@@ -303,7 +314,16 @@ class Job:
             with self._lock:
                 if self._cancel_requested.is_set():
                     return
-                planned = self._next_spec()
+                if self._suspects:
+                    # Isolation: wait for the cluster to hold nothing else of this job.
+                    if self._in_flight:
+                        return
+                    spec = self._suspects.popleft()
+                    planned: tuple[BatchSpec, bool] | None = (spec, self._work_of(spec).ship)
+                    isolated = True
+                else:
+                    planned = self._next_spec()
+                    isolated = False
                 if planned is None:
                     return
                 spec, ship = planned
@@ -314,15 +334,18 @@ class Job:
                     key=f"{self.processor.name}-batch-{uuid.uuid4().hex}",
                     pure=False,
                 )
-                self._in_flight[future] = spec
+                self._in_flight[future] = _Flight(spec, isolated)
                 self._batches += 1
             ac.add(future)
+            if isolated:
+                return
 
     def _handle(self, future: Future, outcome: Any) -> None:
         with self._lock:
-            spec = self._in_flight.pop(future, None)
-        if spec is None:
+            flight = self._in_flight.pop(future, None)
+        if flight is None:
             return
+        spec = flight.spec
         if future.status == "finished":
             result: BatchResult = outcome
             if result.cancelled:
@@ -341,16 +364,14 @@ class Job:
 
             _, exc, tb = outcome
             if isinstance(exc, KilledWorker):
-                if len(spec.indices) > 1:
-                    # One of these slices may kill its worker: try them one by one.
-                    ship = self._work_of(spec).ship
+                if not flight.isolated:
                     for index, uid in zip(spec.indices, spec.sop_instance_uids, strict=True):
                         single = dataclasses.replace(spec, indices=(index,), sop_instance_uids=(uid,))
-                        self._priority.append((single, ship))
+                        self._suspects.append(single)
                     return
                 message = (
-                    "the worker process died each time it processed this slice "
-                    f"({exc}); the processor crashes on it (memory, a segfault, os._exit)"
+                    "the worker process died each time it processed this slice, also alone on the "
+                    f"cluster ({exc}); the processor crashes on it (memory, a segfault, os._exit)"
                 )
             else:
                 message = "the batch failed on the worker:\n" + "".join(
@@ -417,7 +438,7 @@ class Job:
                     status = "cancelled"
                     break
                 self._submit(ac)
-                if not self._in_flight and not self._priority and self._remaining() == 0:
+                if not (self._in_flight or self._priority or self._suspects or self._remaining()):
                     break
                 if ac.has_ready():
                     for future, outcome in ac.next_batch(block=False):

@@ -29,11 +29,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import h5py
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "FORMAT_VERSION",
@@ -506,6 +508,8 @@ class ResultReader:
 
     def measurements(self) -> pd.DataFrame:
         """One row per done slice: the measurements and the slice's SOP Instance UID."""
+        import pandas as pd  # only readers of measurements pay for it (workers never do)
+
         with self._open() as f:
             if "measurements" not in f:
                 raise ResultFileError(f"{self.path} holds {_text(f.attrs['kind'])} results, not measurements")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from skimage.filters import gaussian
-from skimage.restoration import denoise_nl_means, estimate_sigma
 
 from pacslab.processing.parameters import Parameter
 from pacslab.processing.registry import processor
@@ -21,6 +19,8 @@ __all__ = ["gaussian_denoise", "nl_means_denoise"]
 )
 def gaussian_denoise(pixels: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian filter of standard deviation ``sigma`` pixels, edges reflected."""
+    from skimage.filters import gaussian
+
     return gaussian(pixels.astype(np.float32), sigma=sigma, preserve_range=True, mode="reflect").astype(
         np.float32
     )
@@ -41,6 +41,8 @@ def gaussian_denoise(pixels: np.ndarray, sigma: float) -> np.ndarray:
 )
 def nl_means_denoise(pixels: np.ndarray, h_factor: float, patch_size: int, patch_distance: int) -> np.ndarray:
     """Non-local means; ``h = h_factor * sigma`` with sigma from :func:`estimate_sigma`."""
+    from skimage.restoration import denoise_nl_means, estimate_sigma
+
     image = pixels.astype(np.float64)
     sigma = float(estimate_sigma(image))
     if sigma == 0.0:

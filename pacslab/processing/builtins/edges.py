@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from skimage.filters import sobel
 
 from pacslab.processing.registry import processor
 
@@ -18,4 +17,6 @@ __all__ = ["sobel_edges"]
 )
 def sobel_edges(pixels: np.ndarray) -> np.ndarray:
     """Sobel magnitude ``sqrt((Gr² + Gc²) / 2)`` with scikit-image's kernels."""
+    from skimage.filters import sobel
+
     return sobel(pixels.astype(np.float32)).astype(np.float32)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
 
 from pacslab.processing.parameters import Parameter
 from pacslab.processing.registry import processor
@@ -20,6 +19,8 @@ __all__ = ["complex_image", "fft"]
 )
 def fft(pixels: np.ndarray, shift: bool) -> np.ndarray:
     """(rows, cols, 2) float32: ``[..., 0]`` magnitude, ``[..., 1]`` phase in radians."""
+    import scipy.fft
+
     spectrum = scipy.fft.fft2(pixels.astype(np.float64))
     if shift:
         spectrum = scipy.fft.fftshift(spectrum)
@@ -46,6 +47,8 @@ def fft(pixels: np.ndarray, shift: bool) -> np.ndarray:
 )
 def complex_image(pixels: np.ndarray, domain: str, shifted: bool, phase_scale: float) -> np.ndarray:
     """Complex64 image ``magnitude * exp(i * phase)``; in k-space, its inverse FFT."""
+    import scipy.fft
+
     magnitude = pixels[0].astype(np.float64)
     phase = pixels[1].astype(np.float64) * phase_scale
     values = magnitude * np.exp(1j * phase)

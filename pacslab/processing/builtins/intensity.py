@@ -1,9 +1,12 @@
-"""Intensity windowing and normalisation to a fixed output range."""
+"""Intensity windowing and normalisation to a fixed output range.
+
+The built-ins import scikit-image and SciPy when they run, not when they are registered: a
+Dask worker registers them in its event loop, where seconds of imports would stall it.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from skimage.exposure import rescale_intensity
 
 from pacslab.processing.errors import ProcessorError
 from pacslab.processing.parameters import Parameter
@@ -26,6 +29,8 @@ __all__ = ["normalise", "window"]
 )
 def window(pixels: np.ndarray, center: float, width: float, out_min: float, out_max: float) -> np.ndarray:
     """Clip to the window and map it linearly onto the output range (float32)."""
+    from skimage.exposure import rescale_intensity
+
     low, high = center - width / 2.0, center + width / 2.0
     return rescale_intensity(
         pixels.astype(np.float32), in_range=(low, high), out_range=(out_min, out_max)
@@ -52,6 +57,8 @@ def normalise(
         raise ProcessorError(
             f"normalise: low_percentile {low_percentile} must be below high_percentile {high_percentile}"
         )
+    from skimage.exposure import rescale_intensity
+
     low, high = np.percentile(pixels, [low_percentile, high_percentile])
     if high <= low:
         return np.full(pixels.shape, out_min, dtype=np.float32)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import binary_fill_holes
-from skimage.filters import threshold_otsu
-from skimage.measure import label
 
 from pacslab.processing.errors import ProcessorError
 from pacslab.processing.parameters import Parameter
@@ -16,6 +13,9 @@ __all__ = ["clean_mask", "otsu_mask", "threshold_mask"]
 
 def clean_mask(mask: np.ndarray, largest_component: bool, fill_holes: bool) -> np.ndarray:
     """Keep the largest 8-connected region and/or fill its holes."""
+    from scipy.ndimage import binary_fill_holes
+    from skimage.measure import label
+
     if largest_component and mask.any():
         labels = label(mask, connectivity=2)
         sizes = np.bincount(labels.ravel())
@@ -42,6 +42,8 @@ _CLEAN_UP = {
 )
 def otsu_mask(pixels: np.ndarray, largest_component: bool, fill_holes: bool) -> np.ndarray:
     """Mask of pixels above Otsu's threshold; an empty mask for a flat slice."""
+    from skimage.filters import threshold_otsu
+
     if np.ptp(pixels) == 0:
         return np.zeros(pixels.shape, dtype=bool)
     return clean_mask(pixels > threshold_otsu(pixels), largest_component, fill_holes)

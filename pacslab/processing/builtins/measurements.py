@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from skimage.measure import label, regionprops
 
 from pacslab.processing.builtins.masks import otsu_mask, threshold_mask
 from pacslab.processing.parameters import Parameter
@@ -29,6 +28,8 @@ def region_measurements(
     pixels: np.ndarray, method: str, lower: float, upper: float, min_area_mm2: float, context: SliceContext
 ) -> dict[str, float]:
     """Measure the regions found by Otsu or by a manual threshold (holes kept, all regions)."""
+    from skimage.measure import label, regionprops
+
     if method == "otsu":
         mask = otsu_mask(pixels, largest_component=False, fill_holes=False)
     else:
