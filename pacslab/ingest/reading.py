@@ -18,11 +18,12 @@ from typing import Any, BinaryIO
 
 import pydicom
 from pydicom import Dataset
-from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
@@ -170,18 +171,56 @@ def _count_fragments(fp: BinaryIO, offset: int, size: int, name: str) -> int:
     return count
 
 
-def _may_be_deflated(fp: BinaryIO) -> bool:
-    """False when the file meta group (by its group length) does not name the deflated syntax.
+@dataclass(frozen=True)
+class _QuickMeta:
+    transfer_syntax: UID
+    sop_class_uid: str
+    dataset_start: int
 
-    Saves parsing the file meta twice for ordinary files; without a group length, assume it may.
+
+def _quick_meta(fp: BinaryIO) -> _QuickMeta | None:
+    """The two file meta values needed here, read without building a dataset.
+
+    Only for the ordinary case: a group length, explicit VR little endian elements. Anything
+    else returns None and pydicom reads the file meta in full.
     """
     fp.seek(132)
     head = fp.read(12)
     if len(head) < 12 or head[:4] != b"\x02\x00\x00\x00" or head[4:6] != b"UL":
-        return True
+        return None
     (length,) = struct.unpack("<L", head[8:12])
-    meta = fp.read(min(length, 1 << 16))
-    return DeflatedExplicitVRLittleEndian.encode() in meta
+    if length > 1 << 16:
+        return None
+    meta = fp.read(length)
+    if len(meta) < length:
+        return None
+    values: dict[int, bytes] = {}
+    pos = 0
+    while pos + 8 <= length:
+        group, element = struct.unpack("<HH", meta[pos : pos + 4])
+        if group != 2:
+            return None
+        vr = meta[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            (size,) = struct.unpack("<L", meta[pos + 8 : pos + 12])
+            pos += 12
+        else:
+            (size,) = struct.unpack("<H", meta[pos + 6 : pos + 8])
+            pos += 8
+        values[element] = meta[pos : pos + size]
+        pos += size
+    if pos != length or 0x0010 not in values:
+        return None
+    try:
+        syntax = UID(values[0x0010].rstrip(b"\x00 ").decode("ascii"))
+        sop_class = values.get(0x0002, b"").rstrip(b"\x00 ").decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return _QuickMeta(syntax, sop_class, 144 + length)
+
+
+def _at_pixel_data(tag: int, vr: str | None, length: int) -> bool:
+    return tag in _PIXEL_TAGS
 
 
 def _check_inflated_size(fp: BinaryIO, start: int, cap: int, name: str) -> None:
@@ -294,28 +333,45 @@ def _scan(
     series_metas: dict[str, SeriesMeta] | None,
     caught: list[Any],
 ) -> ScannedFile:
-    if _may_be_deflated(fp):
+    quick = _quick_meta(fp)
+    if quick is None or quick.transfer_syntax == DeflatedExplicitVRLittleEndian:
         fp.seek(0)
         read_preamble(fp, False)
         file_meta = _read_file_meta_info(fp)
         if str(file_meta.get("TransferSyntaxUID", "")).strip() == DeflatedExplicitVRLittleEndian:
             _check_inflated_size(fp, fp.tell(), limits.max_inflated_bytes, name)
 
-    fp.seek(0)
-    dataset = pydicom.dcmread(fp, stop_before_pixels=True)
-    file_meta = dataset.file_meta
-    ts_text = str(file_meta.get("TransferSyntaxUID", "") or "").strip()
-    if not ts_text:
-        raise MalformedDicom(name, "the file meta information has no TransferSyntaxUID")
-    ts = UID(ts_text)
+    if (
+        quick is not None
+        and deidentify is None
+        and quick.transfer_syntax.is_transfer_syntax
+        and not quick.transfer_syntax.is_deflated
+    ):
+        # The common case: read the dataset straight after the file meta we just parsed.
+        ts, sop_class_in_meta = quick.transfer_syntax, quick.sop_class_uid
+        fp.seek(quick.dataset_start)
+        dataset = read_dataset(
+            fp, ts == ImplicitVRLittleEndian, ts != ExplicitVRBigEndian, stop_when=_at_pixel_data
+        )
+    else:
+        fp.seek(0)
+        dataset = pydicom.dcmread(fp, stop_before_pixels=True)
+        ts_text = str(dataset.file_meta.get("TransferSyntaxUID", "") or "").strip()
+        if not ts_text:
+            raise MalformedDicom(name, "the file meta information has no TransferSyntaxUID")
+        ts, sop_class_in_meta = UID(ts_text), text_of(dataset.file_meta, "MediaStorageSOPClassUID")
+    # pydicom notes the encoding it actually found (some files contradict their transfer syntax).
+    implicit, little = (bool(flag) for flag in dataset.original_encoding)
     pixel_pos = fp.tell()
+    for warning in caught:
+        if "end of file" in str(warning.message).lower():
+            raise TruncatedFile(name, "the file ends inside its header")
     raw_elements = headers.snapshot(dataset)
-    implicit, little = dataset.original_encoding
     ds: HeaderLike = headers.view(dataset, raw_elements)
     deflated = ts == DeflatedExplicitVRLittleEndian
 
     sop_instance_uid = _uid(ds, "SOPInstanceUID", name)
-    sop_class_uid = text_of(ds, "SOPClassUID") or text_of(file_meta, "MediaStorageSOPClassUID")
+    sop_class_uid = text_of(ds, "SOPClassUID") or sop_class_in_meta
     if deflated:
         element = None
     else:
