@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pacslab.pacs.batch import BatchMatch, BatchRow, batch_query, read_batch
 from pacslab.pacs.client import (
     InstanceMatch,
     OnInstance,
@@ -49,6 +50,8 @@ __all__ = [
     "AssociationAborted",
     "AssociationRejected",
     "BatchFileError",
+    "BatchMatch",
+    "BatchRow",
     "InstanceMatch",
     "MoveDestinationUnknown",
     "NoAcceptedContext",
@@ -71,7 +74,9 @@ __all__ = [
     "SeriesMatch",
     "StoreStatus",
     "StudyMatch",
+    "batch_query",
     "connect_pacs",
+    "read_batch",
 ]
 
 
