@@ -34,6 +34,7 @@ from pacslab.store.errors import SeriesFileError, SliceIndexError
 from pacslab.store.geometry import SlicePlan
 from pacslab.store.records import utc_now
 from pacslab.store.slices import SeriesMeta, SliceReadError, SliceSource
+from pacslab.store.writeback import start_writeback
 
 __all__ = [
     "ENCODING",
@@ -47,6 +48,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 ENCODING = "pacslab.series"
+# Queue written slices for the disk every this many slices (see pacslab.store.writeback).
+WRITEBACK_EVERY = 8
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -119,6 +122,7 @@ def write_series_file(
             "pixels", shape=(n, *plane_shape), dtype=stored_dtype, chunks=(1, *plane_shape), fillvalue=0
         )
         origin = (0,) * (1 + len(plane_shape))
+        fd = int(f.id.get_vfd_handle())
         buffer = np.zeros(plane_shape, dtype=stored_dtype) if n_image > 1 else None
         for k, plane in enumerate(plan.planes):
             if buffer is not None:
@@ -165,6 +169,8 @@ def write_series_file(
                 )
             if buffer is not None:
                 pixels.id.write_direct_chunk((k, *origin[1:]), buffer)
+            if k % WRITEBACK_EVERY == WRITEBACK_EVERY - 1:
+                start_writeback(fd)
             if on_slice is not None:
                 on_slice(k + 1, n)
 
