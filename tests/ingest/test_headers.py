@@ -59,3 +59,25 @@ def test_bulk_data_is_left_out() -> None:
 )
 def test_channel_names(image_type: object, component: object, expected: str) -> None:
     assert channel_name(image_type, component) == expected
+
+
+CHARSET_FILES = sorted((Path(pydicom.__file__).parent / "data" / "charset_files").glob("chr*.dcm"))
+
+
+@pytest.mark.parametrize("path", CHARSET_FILES, ids=[p.name for p in CHARSET_FILES])
+def test_patient_names_in_every_character_set(path: Path, tmp_path: Path) -> None:
+    from pacslab.ingest import ingest_paths
+    from pacslab.store import SliceStore
+
+    with quiet_pydicom():
+        original = pydicom.dcmread(path)
+    expected = str(original.get("PatientName", ""))
+    store = SliceStore(tmp_path / "store")
+    report = ingest_paths(store, [path])
+    if report.rejected:
+        assert "PixelData" not in original, "only the header-only files are refused"
+        return
+    (study,) = store.list_studies()
+    assert study.patient_name == expected
+    with quiet_pydicom():
+        assert str(store.read_header(report.series_uids[0], 0).PatientName) == expected
