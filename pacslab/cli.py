@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pacslab.config import ConfigError, load_config
+from pacslab.notebook_run import add_run_command
 
 __all__ = ["main"]
 
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--voila-port", type=int, default=8866, help="port of the Voila dashboard")
     demo.add_argument("--lab-port", type=int, default=8888, help="port of JupyterLab")
     demo.set_defaults(func=_demo)
+
+    add_run_command(commands)
 
     config = commands.add_parser("config", help="print the effective configuration")
     config.set_defaults(func=_config)
