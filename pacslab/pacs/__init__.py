@@ -27,6 +27,7 @@ from pacslab.pacs.client import (
     SeriesMatch,
     StoreStatus,
     StudyMatch,
+    into_ingest,
 )
 from pacslab.pacs.errors import (
     AssociationAborted,
@@ -76,6 +77,7 @@ __all__ = [
     "StudyMatch",
     "batch_query",
     "connect_pacs",
+    "into_ingest",
     "read_batch",
 ]
 

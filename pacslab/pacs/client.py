@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DateFilter",
+    "EncodedSink",
     "InstanceMatch",
     "OnInstance",
     "OnProgress",
@@ -42,6 +43,7 @@ __all__ = [
     "SeriesMatch",
     "StoreStatus",
     "StudyMatch",
+    "into_ingest",
 ]
 
 RetrieveMethod = Literal["auto", "c-get", "c-move", "wado"]
@@ -357,6 +359,39 @@ class QueryTable(Generic[R]):
 
 OnInstance = Callable[[ReceivedInstance], None]
 OnProgress = Callable[[RetrieveProgress], None]
+
+
+class EncodedSink(Protocol):
+    """Anything that takes encoded instances, such as :class:`pacslab.ingest.Ingest`."""
+
+    def add_encoded(
+        self,
+        data: bytes,
+        transfer_syntax_uid: str | None = None,
+        sop_class_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        name: str | None = None,
+    ) -> Any: ...
+
+
+def into_ingest(ingest: EncodedSink) -> OnInstance:
+    """An ``on_instance`` callback that hands each instance to an ingest as it came, undecoded.
+
+    Examples
+    --------
+    >>> with Ingest(store) as ingest:                                   # doctest: +SKIP
+    ...     pacs.retrieve_series(study, series, on_instance=into_ingest(ingest))
+    """
+
+    def add(instance: ReceivedInstance) -> None:
+        ingest.add_encoded(
+            instance.data,
+            instance.transfer_syntax_uid,
+            instance.sop_class_uid,
+            instance.sop_instance_uid,
+        )
+
+    return add
 
 
 @runtime_checkable

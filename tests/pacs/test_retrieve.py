@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 from pydicom import dcmread
 
+from pacslab.ingest import Ingest
 from pacslab.pacs import (
     QueryFilterError,
     ReceivedInstance,
     RetrieveIncomplete,
     RetrieveProgress,
+    into_ingest,
 )
+from pacslab.store import SliceStore
 from tests.pacs.conftest import Collector, Peer, StudyFacts, assert_same_pixels
 
 
@@ -175,3 +179,28 @@ def test_received_instance_gives_bytes_and_a_dataset(peer: Peer, facts: dict[str
     assert ds.SOPClassUID == instance.sop_class_uid
     # ... holding the source's pixel data, byte for byte in the uncompressed sample.
     assert ds.PixelData == dcmread(source).PixelData
+
+
+@pytest.mark.parametrize(
+    "retrieval",
+    [("orthanc-dimse", "c-get"), ("orthanc-dicomweb", "wado"), ("embedded-dimse", "c-move")],
+    indirect=True,
+    ids=["orthanc-c-get", "orthanc-wado", "embedded-c-move"],
+)
+def test_retrieve_into_the_store(
+    retrieval: tuple[Peer, str], ct_phantom: StudyFacts, store: SliceStore
+) -> None:
+    peer, method = retrieval
+    with Ingest(store) as ingest:
+        result = peer.client.retrieve_study(ct_phantom.uid, on_instance=into_ingest(ingest), method=method)  # type: ignore[arg-type]
+    assert result.ok
+    assert ingest.report is not None
+    assert ingest.report.n_instances == ct_phantom.n_instances
+    assert not ingest.report.rejected
+    (series_uid,) = ct_phantom.series
+    info = store.series(series_uid)
+    assert info.n_slices == ct_phantom.n_instances
+    sources = sorted((dcmread(p) for p in ct_phantom.files), key=lambda d: float(d.ImagePositionPatient[2]))
+    stored = store.read_slices(series_uid)
+    for index, source in enumerate(sources):
+        np.testing.assert_array_equal(stored[index], source.pixel_array)
