@@ -285,19 +285,29 @@ class SeriesFile:
         """Close the HDF5 file."""
         self.file.close()
 
-    def _check(self, index: int, channel: int | None) -> int:
-        n = self.shape[0]
-        if not -n <= index < n:
-            raise SliceIndexError(f"slice {index} is outside this series of {n} slices ({self.path.name})")
-        if channel is not None and not 0 <= channel < len(self.channels):
+    def channel_index(self, channel: int | str) -> int:
+        """A channel by position or by name (``"phase"``); :class:`SliceIndexError` if absent."""
+        if isinstance(channel, str):
+            if channel not in self.channels:
+                raise SliceIndexError(
+                    f"no channel {channel!r} in this series; its channels are {self.channels}"
+                )
+            return self.channels.index(channel)
+        if not 0 <= channel < len(self.channels):
             raise SliceIndexError(
                 f"channel {channel} is not one of the {len(self.channels)} channels {self.channels}"
             )
+        return int(channel)
+
+    def _check(self, index: int) -> int:
+        n = self.shape[0]
+        if not -n <= index < n:
+            raise SliceIndexError(f"slice {index} is outside this series of {n} slices ({self.path.name})")
         return index % n
 
     def read_plane(self, index: int) -> np.ndarray:
         """All channels of one slice: ``(rows, cols)`` or ``(rows, cols, channels)``."""
-        index = self._check(index, None)
+        index = self._check(index)
         if self._direct:
             out = np.empty(self.shape[1:], dtype=self.dtype)
             origin = (index,) + (0,) * (len(self.shape) - 1)
@@ -305,27 +315,27 @@ class SeriesFile:
             return out
         return np.asarray(self.pixels[index])
 
-    def read(self, index: int, channel: int = 0) -> np.ndarray:
-        """One channel of one slice, ``(rows, cols)``."""
-        self._check(index, channel)
+    def read(self, index: int, channel: int | str = 0) -> np.ndarray:
+        """One channel (by position or name) of one slice, ``(rows, cols)``."""
+        column = self.channel_index(channel)
         plane = self.read_plane(index)
         if len(self.shape) == 3:
             return plane
-        return np.ascontiguousarray(plane[..., channel])
+        return np.ascontiguousarray(plane[..., column])
 
     def _meta_column(self, channel: int) -> int:
         return channel if len(self.image_channels) > 1 else 0
 
-    def rescale(self, index: int, channel: int = 0) -> tuple[float, float]:
+    def rescale(self, index: int, channel: int | str = 0) -> tuple[float, float]:
         """RescaleSlope and RescaleIntercept of one plane."""
-        index = self._check(index, channel)
-        column = self._meta_column(channel)
+        index = self._check(index)
+        column = self._meta_column(self.channel_index(channel))
         return float(self.slopes[index, column]), float(self.intercepts[index, column])
 
-    def header_json(self, index: int, channel: int = 0) -> str:
+    def header_json(self, index: int, channel: int | str = 0) -> str:
         """The stored DICOM JSON of one plane (``""`` where that channel is missing)."""
-        index = self._check(index, channel)
-        value = self.file["headers"][index, self._meta_column(channel)]
+        index = self._check(index)
+        value = self.file["headers"][index, self._meta_column(self.channel_index(channel))]
         return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
@@ -385,7 +395,7 @@ def _six(values: np.ndarray) -> tuple[float, float, float, float, float, float]:
     return (a, b, c, d, e, f)
 
 
-def read_series_slices(path: Path, indices: Sequence[int], channel: int = 0) -> np.ndarray:
+def read_series_slices(path: Path, indices: Sequence[int], channel: int | str = 0) -> np.ndarray:
     """Read slices of a series file straight from disk (for Dask workers that see the store).
 
     Parameters
@@ -394,8 +404,8 @@ def read_series_slices(path: Path, indices: Sequence[int], channel: int = 0) -> 
         The series file, from :meth:`SliceStore.series_path`.
     indices : sequence of int
         Slice indices, in the order wanted.
-    channel : int
-        Channel to read for multi-channel series.
+    channel : int or str
+        Channel to read for multi-channel series, by position or name.
 
     Returns
     -------

@@ -154,7 +154,9 @@ class SliceStore:
                 old.close()
         return series_file
 
-    def read_slice(self, series_uid: str, index: int, channel: int = 0, rescaled: bool = False) -> np.ndarray:
+    def read_slice(
+        self, series_uid: str, index: int, channel: int | str = 0, rescaled: bool = False
+    ) -> np.ndarray:
         """One slice, ``(rows, cols)`` in the stored dtype, or float32 after the rescale.
 
         Parameters
@@ -163,8 +165,8 @@ class SliceStore:
             Series Instance UID.
         index : int
             Slice index in stored order (along the slice normal); negative counts from the end.
-        channel : int
-            Channel for multi-channel series (see ``SeriesInfo.channels``).
+        channel : int or str
+            Channel for multi-channel series, by position or name (see ``SeriesInfo.channels``).
         rescaled : bool
             Apply this slice's RescaleSlope/RescaleIntercept (Hounsfield units for CT).
         """
@@ -185,7 +187,7 @@ class SliceStore:
         return self._file(series_uid).read_plane(index)
 
     def read_slices(
-        self, series_uid: str, indices: Sequence[int] | None = None, channel: int = 0
+        self, series_uid: str, indices: Sequence[int] | None = None, channel: int | str = 0
     ) -> np.ndarray:
         """Several slices (all when ``indices`` is None) as ``(n, rows, cols)``."""
         series_file = self._file(series_uid)
@@ -195,7 +197,7 @@ class SliceStore:
             out[i] = series_file.read(int(index), channel)
         return out
 
-    def read_header(self, series_uid: str, index: int, channel: int = 0) -> pydicom.Dataset:
+    def read_header(self, series_uid: str, index: int, channel: int | str = 0) -> pydicom.Dataset:
         """The DICOM header of one stored plane, rebuilt from its DICOM JSON."""
         text = self._file(series_uid).header_json(index, channel)
         if not text:

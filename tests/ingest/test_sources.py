@@ -158,6 +158,12 @@ def test_mr_magnitude_and_phase_are_channels_of_one_series(store: SliceStore, tm
     assert phase.min() >= -np.pi - 1e-3
     assert phase.max() <= np.pi + 1e-3
     assert store.read_plane(info.series_uid, 0).shape == (32, 32, 2)
+    by_name = store.read_slice(info.series_uid, 1, channel="phase")
+    np.testing.assert_array_equal(by_name, store.read_slice(info.series_uid, 1, channel=1))
+    from pacslab.store import SliceIndexError
+
+    with pytest.raises(SliceIndexError, match="no channel 'real'"):
+        store.read_slice(info.series_uid, 0, channel="real")
 
 
 def test_multi_frame_instance_is_split_into_slices(store: SliceStore, tmp_path: Path) -> None:
