@@ -17,7 +17,7 @@ __all__ = [
 ]
 
 # A task of about this long keeps Dask's per-task cost (a few ms) to a few percent.
-TARGET_BATCH_SECONDS = 0.25
+TARGET_BATCH_SECONDS = 0.5
 # At least this many batches per worker thread, so the last ones end close together.
 BATCHES_PER_THREAD = 4
 # Upper bound on the pixels of one batch in flight.
