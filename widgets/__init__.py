@@ -4,6 +4,7 @@ Each view takes its collaborators in its constructor (a PACS client, a slice sto
 client), publishes its state as traits and displays as ``view.widget``.
 """
 
+from widgets.app import TABS, App
 from widgets.batch_query import BatchQuery
 from widgets.job_panel import JobPanel
 from widgets.slice_viewer import SliceViewer
@@ -16,6 +17,8 @@ from widgets.view import View
 __all__ = [
     "LOCAL_STORE",
     "NO_SCHEMA",
+    "TABS",
+    "App",
     "BatchQuery",
     "JobPanel",
     "PagedTable",

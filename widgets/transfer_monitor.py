@@ -54,6 +54,7 @@ class TransferLog(traitlets.HasTraits):
         super().__init__()
         self._lock = threading.Lock()
         self._items: list[Transfer] = []
+        self._version = 0
 
     @property
     def transfers(self) -> list[Transfer]:
@@ -61,8 +62,12 @@ class TransferLog(traitlets.HasTraits):
             return list(self._items)
 
     def _bump(self) -> None:
+        # Observers read the log, so the trait is set outside the lock.
         with self._lock:
-            self.version += 1
+            self._version += 1
+            version = self._version
+        if version > self.version:
+            self.version = version
 
     def start(self, kind: TransferKind, name: str, total: int | None = None) -> Transfer:
         """Record a transfer that has just begun."""

@@ -65,8 +65,9 @@ def escape(value: object) -> str:
 
 def describe_error(exc: BaseException) -> str:
     """The message a user sees for an exception: pacslab's own, or a short unexpected-error line."""
-    if isinstance(exc, KNOWN_ERRORS):
-        return str(exc)
+    if isinstance(exc, (*KNOWN_ERRORS, ValueError, KeyError)):
+        # pacslab's ValueErrors are written for users; a KeyError's str() quotes its message.
+        return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     if isinstance(exc, TimeoutError):
         return f"timed out: {exc}" if str(exc) else "timed out"
     return f"unexpected error ({type(exc).__name__}): {exc}"
