@@ -99,9 +99,9 @@ def read_batch_file(name: str, data: bytes) -> pd.DataFrame:
     return frame
 
 
-def row_filters(row: pd.Series) -> dict[str, str]:
+def row_filters(row: pd.Series) -> dict[str, Any]:
     """The query filters of one row (blank cells left out)."""
-    filters: dict[str, str] = {}
+    filters: dict[str, Any] = {}
     for column, value in row.items():
         key = BATCH_COLUMNS.get(_normalise(column))
         text = str(value).strip()

@@ -66,8 +66,7 @@ class TransferLog(traitlets.HasTraits):
         with self._lock:
             self._version += 1
             version = self._version
-        if version > self.version:
-            self.version = version
+        self.version = max(self.version, version)
 
     def start(self, kind: TransferKind, name: str, total: int | None = None) -> Transfer:
         """Record a transfer that has just begun."""
