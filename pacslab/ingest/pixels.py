@@ -35,17 +35,15 @@ class NativeFrames:
 
     def read(self, index: int) -> np.ndarray:
         """Frame ``index`` (0-based) as ``(rows, cols)``."""
-        arr = np.fromfile(
-            self.path,
-            dtype=self.dtype,
-            count=self.rows * self.cols,
-            offset=self.offset + index * self.frame_bytes,
-        )
-        if arr.size != self.rows * self.cols:
+        arr = np.empty((self.rows, self.cols), dtype=self.dtype)
+        # Unbuffered readinto: one read straight into the array (np.fromfile goes through stdio).
+        with self.path.open("rb", buffering=0) as fp:
+            fp.seek(self.offset + index * self.frame_bytes)
+            got = fp.readinto(arr.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+        if got != self.frame_bytes:
             raise DecodeFailed(
                 str(self.path), "the pixel data ends early (the file changed after it was checked)"
             )
-        arr = arr.reshape(self.rows, self.cols)
         if self.shift:
             np.left_shift(arr, self.shift, out=arr)
             np.right_shift(arr, self.shift, out=arr)
