@@ -350,15 +350,12 @@ def summary_frame(outcomes: Sequence[StudyOutcome]) -> pd.DataFrame:
 
 
 def _measurements(outcomes: Sequence[StudyOutcome]) -> pd.DataFrame:
-    from pacslab.store.results import ResultReader
+    from pacslab.classify import measurements_table
 
     frames = []
     for outcome in outcomes:
-        for series_uid, path in outcome.result_paths.items():
-            if not Path(path).exists():
-                continue
-            frame = ResultReader(path).measurements().reset_index()
-            frame.insert(0, "series_uid", series_uid)
+        frame = measurements_table(outcome.result_paths)
+        if not frame.empty:
             frame.insert(0, "study_uid", outcome.study_uid)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

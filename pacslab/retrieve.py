@@ -10,12 +10,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pacslab.ingest import Ingest, IngestReport
 from pacslab.pacs import PacsClient, ReceivedInstance, RetrieveIncomplete, RetrieveProgress, RetrieveResult
-from pacslab.store import SliceStore
+from pacslab.store import SeriesInfo, SliceStore
 
-__all__ = ["RetrieveOutcome", "retrieve_into_store"]
+__all__ = ["NoStudyFound", "RetrieveOutcome", "ensure_stored", "retrieve_into_store"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,45 @@ def retrieve_into_store(
             result = exc.result
     assert ingest.report is not None
     return RetrieveOutcome(result, ingest.report, received, incomplete)
+
+
+class NoStudyFound(LookupError):
+    """The PACS holds no study matching the filters; the message names them."""
+
+
+def ensure_stored(pacs: PacsClient, store: SliceStore, **filters: Any) -> list[SeriesInfo]:
+    """The stored series of the studies matching ``filters``, retrieving the studies the store lacks.
+
+    A study counts as stored when the store holds at least as many of its instances as the
+    PACS lists (or, when the PACS gives no count, any series of it).
+
+    Parameters
+    ----------
+    pacs : PacsClient
+    store : SliceStore
+    **filters
+        Study-level filters of :meth:`PacsClient.find_studies` (``patient_name="Doe*"``...).
+
+    Raises
+    ------
+    NoStudyFound
+        Nothing on the PACS matches.
+    RetrieveIncomplete
+        A study arrived only in part (what arrived is stored).
+    """
+    studies = list(pacs.find_studies(**filters))
+    if not studies:
+        shown = ", ".join(f"{k}={v!r}" for k, v in filters.items()) or "no filter"
+        raise NoStudyFound(f"no study on {pacs.node.name} matches {shown}; check the filters")
+    series: list[SeriesInfo] = []
+    for study in studies:
+        stored = store.list_series(study.study_uid)
+        held = sum(s.n_slices * max(1, len(s.channels)) for s in stored)
+        lacking = held < study.n_instances if study.n_instances is not None else not stored
+        if lacking:
+            outcome = retrieve_into_store(pacs, store, study.study_uid)
+            if outcome.incomplete is not None:
+                raise outcome.incomplete
+            stored = store.list_series(study.study_uid)
+        series.extend(stored)
+    return series
