@@ -1,18 +1,13 @@
 """Run pydicom on untrusted input: its warnings kept as notes, its many exception types named.
 
-pydicom reports odd-but-readable files with ``warnings.warn`` and broken ones with at least
-six exception types. ``catch_warnings`` changes process-wide state, so calls are serialised
-with one lock (pydicom parsing holds the GIL anyway).
+pydicom reports odd-but-readable files with ``warnings.warn`` (collected by
+:func:`quiet_pydicom`) and broken ones with at least six exception types (named here).
 """
 
 from __future__ import annotations
 
 import struct
-import threading
-import warnings
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from pydicom.errors import InvalidDicomError
 
@@ -24,18 +19,9 @@ from pacslab.ingest.errors import (
     SequenceTooDeep,
     TruncatedFile,
 )
+from pacslab.store.quiet import quiet_pydicom
 
 __all__ = ["classify", "quiet_pydicom"]
-
-_LOCK = threading.RLock()
-
-
-@contextmanager
-def quiet_pydicom() -> Iterator[list[warnings.WarningMessage]]:
-    """Collect pydicom's warnings instead of showing (or, under pytest, raising) them."""
-    with _LOCK, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield caught
 
 
 def classify(name: str, error: BaseException) -> IngestError:

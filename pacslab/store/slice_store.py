@@ -16,6 +16,7 @@ import pydicom
 from pacslab.store.catalog import Catalog
 from pacslab.store.errors import SeriesFileError, SliceIndexError
 from pacslab.store.locks import series_lock
+from pacslab.store.quiet import quiet_pydicom
 from pacslab.store.records import InstanceRecord, JobRecord, SeriesInfo, StudyRecord
 from pacslab.store.series_file import SeriesFile
 from pacslab.store.slices import SeriesMeta, SliceSource
@@ -27,6 +28,10 @@ CATALOG_NAME = "catalog.sqlite"
 # Replaced series files stay this long so a worker given the old path can still open it.
 SUPERSEDED_GRACE_S = 600.0
 OPEN_FILES = 16
+
+
+def _no_bulk_data(tag: str, vr: str, uri: str) -> None:
+    """Bulk data (overlays, icons...) is not kept in the store: such elements come back empty."""
 
 
 class SliceStore:
@@ -202,7 +207,8 @@ class SliceStore:
         text = self._file(series_uid).header_json(index, channel)
         if not text:
             raise SliceIndexError(f"slice {index} of series {series_uid} has no image in channel {channel}")
-        return pydicom.Dataset.from_json(json.loads(text))
+        with quiet_pydicom():  # values pydicom warned about at ingest warn again here
+            return pydicom.Dataset.from_json(json.loads(text), bulk_data_uri_handler=_no_bulk_data)
 
     # -- writing -----------------------------------------------------------------------------
     def write_series(

@@ -170,3 +170,11 @@ def test_colour_images_store_samples_as_channels(store: SliceStore) -> None:
     rgb = pydicom.dcmread(path).pixel_array
     np.testing.assert_array_equal(store.read_plane(uid, 0), rgb)
     np.testing.assert_array_equal(store.read_slice(uid, 0, channel=2), rgb[..., 2])
+
+
+def test_header_with_bulk_data_reads_back_without_it(store: SliceStore) -> None:
+    path = Path(pydicom.__file__).parent / "data" / "test_files" / "examples_overlay.dcm"
+    uid = ingest_paths(store, [path]).series_uids[0]
+    header = store.read_header(uid, 0)
+    assert header[0x60003000].value is None  # the overlay bits were not stored
+    assert header.PatientName == pydicom.dcmread(path).PatientName
