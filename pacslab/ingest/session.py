@@ -316,9 +316,23 @@ class Ingest:
             self.finish()
 
 
-def ingest_paths(store: SliceStore, paths: Iterable[Path | str], **kwargs: object) -> IngestReport:
-    """Ingest files, folders (recursively) and ``.zip`` archives; see :class:`Ingest` for options."""
-    ingest = Ingest(store, **kwargs)  # type: ignore[arg-type]
+def ingest_paths(
+    store: SliceStore,
+    paths: Iterable[Path | str],
+    *,
+    schema: FileSetSchema | None = None,
+    deidentify: bool = False,
+    progress: ProgressCallback | None = None,
+    limits: IngestLimits | None = None,
+) -> IngestReport:
+    """Ingest files, folders (recursively) and ``.zip`` archives; options as for :class:`Ingest`.
+
+    Returns
+    -------
+    IngestReport
+        Series stored, instances accepted, files rejected with their named errors.
+    """
+    ingest = Ingest(store, schema, deidentify, progress, limits=limits)
     try:
         for path in paths:
             ingest.add_path(path)
@@ -328,9 +342,19 @@ def ingest_paths(store: SliceStore, paths: Iterable[Path | str], **kwargs: objec
     return ingest.finish()
 
 
-def recover_inbox(store: SliceStore, **kwargs: object) -> IngestReport:
-    """Ingest what dead ingests left in the inbox (received but never stored), then remove it."""
-    ingest = Ingest(store, **kwargs)  # type: ignore[arg-type]
+def recover_inbox(
+    store: SliceStore,
+    *,
+    deidentify: bool = False,
+    progress: ProgressCallback | None = None,
+    limits: IngestLimits | None = None,
+) -> IngestReport:
+    """Ingest what dead ingests left in the inbox (received but never stored), then remove it.
+
+    Run it when a receiver or an upload service starts: instances acknowledged to a sender
+    just before a crash are stored now.
+    """
+    ingest = Ingest(store, deidentify=deidentify, progress=progress, limits=limits)
     for folder in abandoned_spools(store.inbox_dir):
         claimed = ingest._spool.claim(folder)
         if claimed is None:
