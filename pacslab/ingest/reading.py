@@ -400,13 +400,23 @@ def _scan(
     expected = math.ceil(rows * cols * samples * frames * bits / 8)
     if text_of(ds, "PhotometricInterpretation").upper() == "YBR_FULL_422" and samples == 3:
         expected = expected // 3 * 2  # chroma subsampled: two values per pixel, not three
-    decoded = rows * cols * samples * frames * max(1, math.ceil(bits / 8))
+    photometric = text_of(ds, "PhotometricInterpretation").upper()
+    fast = (
+        element is not None
+        and element.tag == PIXEL_DATA
+        and ts in _FAST_SYNTAXES
+        and samples == 1
+        and photometric in _FAST_PHOTOMETRIC
+        and bits_allocated in (8, 16, 32, 64)
+    )
+    # Uncompressed frames are read one at a time; anything pydicom decodes is decoded whole.
+    held_frames = 1 if fast else frames
+    decoded = rows * cols * samples * held_frames * max(1, math.ceil(bits / 8))
     if decoded > limits.max_image_bytes:
         raise ImageTooLarge(
             name,
-            f"{rows}x{cols} pixels x {frames} frames x {samples} samples needs {decoded >> 20} MiB, "
-            "above the cap "
-            f"of {limits.max_image_bytes >> 20} MiB",
+            f"{rows}x{cols} pixels x {held_frames} frame(s) x {samples} samples needs {decoded >> 20} MiB "
+            f"in memory, above the cap of {limits.max_image_bytes >> 20} MiB",
         )
 
     encapsulated = element.encapsulated if element is not None else ts.is_encapsulated
@@ -465,15 +475,6 @@ def _scan(
         meta = series_meta(ds)
         if series_metas is not None:
             series_metas[series_uid] = meta
-    photometric = text_of(ds, "PhotometricInterpretation").upper()
-    fast = (
-        element is not None
-        and element.tag == PIXEL_DATA
-        and ts in _FAST_SYNTAXES
-        and samples == 1
-        and photometric in _FAST_PHOTOMETRIC
-        and bits_allocated in (8, 16, 32, 64)
-    )
     reader: NativeFrames | DecodedFrames
     if fast and element is not None:
         reader = NativeFrames(path, element.value_offset, rows, cols, dtype, bits_stored)

@@ -151,6 +151,21 @@ def test_huge_declared_dimensions_are_refused_before_decoding(store: SliceStore,
     assert "cap" in str(error)
 
 
+def test_huge_compressed_image_is_refused_before_decoding(store: SliceStore, tmp_path: Path) -> None:
+    from pydicom.encaps import encapsulate
+
+    ds = one_ct(tmp_path)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"  # JPEG baseline: decoded whole
+    ds.Rows = ds.Columns = 30000
+    ds.NumberOfFrames = 2
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xd9", b"\xff\xd8\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    error = refused(store, save(ds, tmp_path / "huge-jpeg.dcm"), ImageTooLarge)
+    assert "2 frame(s)" in str(error)
+
+
 def test_image_cap_is_configurable(store: SliceStore, tmp_path: Path) -> None:
     path = write_ct(tmp_path / "ct", n=1, size=64)[0]
     refused(store, path, ImageTooLarge, limits=IngestLimits(max_image_bytes=1000))
