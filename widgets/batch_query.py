@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 import traitlets
 
-from widgets.retrieval import retrieve_into_store
+from pacslab.retrieve import retrieve_into_store
 from widgets.transfer_monitor import TransferLog
 from widgets.view import View, escape, html_table
 

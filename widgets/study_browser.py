@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 import traitlets
 
-from widgets.retrieval import RetrieveOutcome, retrieve_into_store
+from pacslab.retrieve import RetrieveOutcome, retrieve_into_store
 from widgets.table import PagedTable
 from widgets.transfer_monitor import Transfer, TransferLog
 from widgets.view import View
