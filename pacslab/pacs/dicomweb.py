@@ -119,13 +119,17 @@ class DicomwebClient:
         self._host = parts.hostname or node.host
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._session = requests.Session()
-        self._web = _WebClient(
-            url=node.dicomweb_url.rstrip("/"),
-            session=self._session,
-            timeout=(config.timeouts.connection, config.timeouts.network),
+        self._web = self._client(self._session)
+
+    def _client(self, session: requests.Session) -> _WebClient:
+        web = _WebClient(
+            url=self.node.dicomweb_url.rstrip("/"),
+            session=session,
+            timeout=(self.config.timeouts.connection, self.config.timeouts.network),
         )
         # Retries with back-off would hide a stopped server for many seconds.
-        self._web.set_http_retry_params(retry=False)
+        web.set_http_retry_params(retry=False)
+        return web
 
     def __enter__(self) -> DicomwebClient:
         return self
@@ -164,7 +168,9 @@ class DicomwebClient:
             self._raise(exc, "QIDO-RS echo")
         return time.monotonic() - started
 
-    def _qido(self, level: query.Level, filters: query.QueryFilters, mis: bool) -> tuple[list[Dataset], bool]:
+    def _qido(
+        self, level: query.Level, filters: query.QueryFilters, mis: bool, web: _WebClient | None = None
+    ) -> tuple[list[Dataset], bool]:
         params = query.qido_params(level, filters)
         if not mis:
             params.pop("ModalitiesInStudy", None)
@@ -173,7 +179,7 @@ class DicomwebClient:
         answers: list[Dataset] = []
         offset = 0
         while True:
-            raw = self._search(level, dict(params), page, offset)
+            raw = self._search(level, dict(params), page, offset, web or self._web)
             batch = [Dataset.from_json(item) for item in raw]
             answers += [a for a in batch if all(_matches(a, k, v) for k, v in checks.items())]
             # Checked-out answers can leave a page short: fetch the next one.
@@ -184,20 +190,20 @@ class DicomwebClient:
         return answers[: filters.limit] if truncated else answers, truncated
 
     def _search(
-        self, level: query.Level, params: dict[str, str], limit: int | None, offset: int
+        self, level: query.Level, params: dict[str, str], limit: int | None, offset: int, web: _WebClient
     ) -> list[Any]:
         fields = query.qido_fields(level)
         paging: dict[str, Any] = {"fields": fields, "limit": limit, "offset": offset or None}
         try:
             if level == "STUDY":
-                return self._web.search_for_studies(search_filters=params, **paging)
+                return web.search_for_studies(search_filters=params, **paging)
             study = params.pop("StudyInstanceUID", None)
             if study is not None and "," in study:
                 params["StudyInstanceUID"], study = study, None
             if level == "SERIES":
-                return self._web.search_for_series(study_instance_uid=study, search_filters=params, **paging)
+                return web.search_for_series(study_instance_uid=study, search_filters=params, **paging)
             series = params.pop("SeriesInstanceUID", None)
-            return self._web.search_for_instances(
+            return web.search_for_instances(
                 study_instance_uid=study, series_instance_uid=series, search_filters=params, **paging
             )
         except (requests.RequestException, ValueError) as exc:
@@ -359,15 +365,40 @@ class DicomwebClient:
         return [f"{base}/instances/{uid}" for uid in request.sop_instance_uids]
 
     def _expected(self, request: RetrieveRequest, messages: list[str]) -> list[str] | None:
-        if request.level == "IMAGE":
-            return list(request.sop_instance_uids)
+        """Every SOP Instance UID of the request, on a session of its own (it runs alongside)."""
         filters = query.make_filters(study_uid=request.study_uid, series_uid=request.series_uid or None)
-        try:
-            answers, _ = self._qido("IMAGE", filters, True)
-        except QueryFailed as exc:
-            messages.append(f"could not list the instances beforehand ({exc})")
-            return None
+        with requests.Session() as session:
+            try:
+                answers, _ = self._qido("IMAGE", filters, True, self._client(session))
+            except PacsError as exc:
+                messages.append(f"could not list the instances ({exc})")
+                return None
         return [str(a.get("SOPInstanceUID", "")) for a in answers if a.get("SOPInstanceUID")]
+
+    def _session_for(
+        self,
+        request: RetrieveRequest,
+        on_instance: OnInstance,
+        on_progress: OnProgress | None,
+        messages: list[str],
+    ) -> RetrieveSession:
+        """A session counting the request's instances now and listing them during the transfer."""
+        if request.level == "IMAGE":
+            return RetrieveSession("wado", on_instance, on_progress, list(request.sop_instance_uids))
+        filters = query.make_filters(study_uid=request.study_uid, series_uid=request.series_uid or None)
+        count: int | None = None
+        try:
+            if request.level == "STUDY":
+                answers, _ = self._qido("STUDY", filters, True)
+                count = query.study_from(answers[0]).n_instances if answers else 0
+            else:
+                answers, _ = self._qido("SERIES", filters, True)
+                count = query.series_from(answers[0]).n_instances if answers else 0
+        except QueryFailed as exc:
+            messages.append(f"could not count the instances beforehand ({exc})")
+        session = RetrieveSession("wado", on_instance, on_progress, expected_count=count)
+        session.list_in_background(lambda: self._expected(request, messages))
+        return session
 
     def retrieve(
         self,
@@ -389,8 +420,7 @@ class DicomwebClient:
         if method not in ("auto", "wado"):
             raise QueryFilterError("method", method, "a DICOMweb node retrieves with 'auto' or 'wado'")
         messages: list[str] = []
-        expected = self._expected(request, messages)
-        session = RetrieveSession("wado", on_instance, on_progress, expected)
+        session = self._session_for(request, on_instance, on_progress, messages)
         lost: PacsError | None = None
         cancelled = False
         for url in self._urls(request):
@@ -421,6 +451,7 @@ class DicomwebClient:
                     close()
             if cancelled or lost is not None:
                 break
+        session.settle(self.config.timeouts.network)
         session.close(self.config.timeouts.network)
         level = request.level
         if cancelled:

@@ -497,22 +497,64 @@ class DimseClient:
             return None, []
         return [u for u in uids if u], classes
 
-    def _plan(
-        self, request: RetrieveRequest, messages: list[str]
-    ) -> tuple[RetrieveRequest, list[str] | None, list[str]]:
-        """The request to send, the instances expected, and their SOP classes.
+    def _summary(self, request: RetrieveRequest, messages: list[str]) -> tuple[int | None, list[str]]:
+        """Instance count and SOP classes of the request from one study-level (and one
+        series-level) answer: cheap, unlike listing every instance."""
+        try:
+            with self._query_association() as assoc:
+                ident = Dataset()
+                ident.QueryRetrieveLevel = "STUDY"
+                ident.StudyInstanceUID = request.study_uid
+                ident.SOPClassesInStudy = None
+                ident.NumberOfStudyRelatedInstances = None
+                answers, _ = self._c_find(assoc, "STUDY", ident, None)
+                if not answers:
+                    return 0, []
+                classes = [str(c) for c in _values(answers[0].get("SOPClassesInStudy"))]
+                count = _count(answers[0].get("NumberOfStudyRelatedInstances"))
+                if request.level == "SERIES":
+                    ident = Dataset()
+                    ident.QueryRetrieveLevel = "SERIES"
+                    ident.StudyInstanceUID = request.study_uid
+                    ident.SeriesInstanceUID = request.series_uid
+                    ident.NumberOfSeriesRelatedInstances = None
+                    answers, _ = self._c_find(assoc, "SERIES", ident, None)
+                    count = _count(answers[0].get("NumberOfSeriesRelatedInstances")) if answers else 0
+        except (QueryFailed, NoAcceptedContext) as exc:
+            messages.append(f"could not count the instances beforehand ({exc})")
+            return None, []
+        return count, classes
 
-        Asked-for instances the PACS does not list are left out of the request (Orthanc
-        refuses a whole C-GET when one UID is unknown) and count as missing.
+    def _prepare(
+        self,
+        request: RetrieveRequest,
+        method: str,
+        on_instance: OnInstance,
+        on_progress: OnProgress | None,
+        messages: list[str],
+    ) -> tuple[RetrieveRequest, RetrieveSession, list[str]]:
+        """The request to send, its session, and the SOP classes to offer contexts for.
+
+        A study or series is counted first and listed instance by instance while it transfers.
+        Asked-for instances are listed first: those the PACS does not hold are left out of the
+        request (Orthanc refuses a whole C-GET when one UID is unknown) and count as missing.
         """
+        if request.level != "IMAGE":
+            count, classes = self._summary(request, messages)
+            session = RetrieveSession(method, on_instance, on_progress, expected_count=count)
+            session.list_in_background(lambda: self._expected(request, messages)[0])
+            return request, session, classes
         listed, classes = self._expected(request, messages)
-        if request.level != "IMAGE" or listed is None:
-            return request, listed, classes
+        if listed is None:
+            return request, RetrieveSession(method, on_instance, on_progress), classes
         present = [u for u in request.sop_instance_uids if u in set(listed)]
         absent = len(request.sop_instance_uids) - len(present)
         if absent:
             messages.append(f"{absent} of the requested instances are not on the PACS")
-        return replace(request, sop_instance_uids=tuple(present)), list(request.sop_instance_uids), classes
+        session = RetrieveSession(method, on_instance, on_progress, list(request.sop_instance_uids))
+        narrowed = replace(request, sop_instance_uids=tuple(present))
+        self._nothing_to_send(narrowed, session, messages)
+        return narrowed, session, classes
 
     def _nothing_to_send(
         self, request: RetrieveRequest, session: RetrieveSession, messages: list[str]
@@ -530,9 +572,7 @@ class DimseClient:
         cancel_event: threading.Event | None,
     ) -> RetrieveResult:
         messages: list[str] = []
-        request, expected, classes = self._plan(request, messages)
-        session = RetrieveSession("c-get", on_instance, on_progress, expected)
-        self._nothing_to_send(request, session, messages)
+        request, session, classes = self._prepare(request, "c-get", on_instance, on_progress, messages)
         model = STUDY_ROOT_GET
         store_contexts = storage_contexts([c for c in classes if c], budget=127)
         classes_offered = dict.fromkeys(str(cx.abstract_syntax) for cx in store_contexts)
@@ -579,9 +619,7 @@ class DimseClient:
         messages: list[str],
     ) -> RetrieveResult:
         receiver = self._receiver_for_move()
-        request, expected, _ = self._plan(request, messages)
-        session = RetrieveSession("c-move", on_instance, on_progress, expected)
-        self._nothing_to_send(request, session, messages)
+        request, session, _ = self._prepare(request, "c-move", on_instance, on_progress, messages)
         model = STUDY_ROOT_MOVE
         msg_id = _next_msg_id()
         receiver.register(msg_id, session)
@@ -637,6 +675,7 @@ class DimseClient:
                 assoc.release()
         if watcher.aborted:
             lost = None
+        session.settle(self.config.timeouts.dimse)
         session.close(self.config.timeouts.dimse)
         service_key = "get" if service == "C-GET" else "move"
         if final is not None and receiver is not None:
@@ -754,6 +793,22 @@ class DimseClient:
         finally:
             if assoc.is_established:
                 assoc.release()
+
+
+def _values(value: object) -> list[object]:
+    """A multi-valued element's values as a list (empty for None or "")."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str | bytes):
+        return [value]
+    return list(value)  # type: ignore[call-overload]
+
+
+def _count(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
 
 
 def _sendable(item: _Outgoing, accepted: set[tuple[str, str]]) -> tuple[Dataset | Path | None, str]:

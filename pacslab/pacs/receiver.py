@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from io import BytesIO
 from typing import Any, ClassVar, cast
 
@@ -76,7 +76,10 @@ class RetrieveSession:
     on_progress : callable, optional
         Called with a :class:`RetrieveProgress` after each instance and each pending response.
     expected_uids : sequence of str, optional
-        SOP Instance UIDs the PACS listed for the request (None when it could not say).
+        SOP Instance UIDs the PACS listed for the request (None when it could not say, or
+        while :meth:`list_in_background` is still asking).
+    expected_count : int, optional
+        How many instances the PACS counts for the request (for progress until the list is in).
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class RetrieveSession:
         on_instance: OnInstance,
         on_progress: OnProgress | None = None,
         expected_uids: Sequence[str] | None = None,
+        expected_count: int | None = None,
     ) -> None:
         self.method = method
         self.on_instance = on_instance
@@ -107,11 +111,39 @@ class RetrieveSession:
         self._deliver_lock = threading.Lock()
         self._changed = threading.Condition()
         self._closed = False
+        self.expected_count = expected_count
+        self._lister: threading.Thread | None = None
 
     @property
     def expected(self) -> int | None:
-        """How many instances the PACS listed, if known."""
-        return None if self.expected_uids is None else len(self.expected_uids)
+        """How many instances the PACS listed (or counted), if known."""
+        return self.expected_count if self.expected_uids is None else len(self.expected_uids)
+
+    def list_in_background(self, list_uids: Callable[[], Sequence[str] | None]) -> None:
+        """Ask for the expected SOP Instance UIDs while the transfer runs.
+
+        Listing every instance can take a PACS longer than sending them (Orthanc reads each
+        instance to answer); overlapping the two hides that time.
+        """
+
+        def run() -> None:
+            try:
+                uids = list_uids()
+            except Exception:  # the listing is a check; its failure must not stop the transfer
+                LOGGER.exception("listing the expected instances failed")
+                return
+            if uids is not None:
+                with self._changed:
+                    self.expected_uids = tuple(dict.fromkeys(uids))
+                    self._expected_set = set(self.expected_uids)
+
+        self._lister = threading.Thread(target=run, name="pacslab-listing", daemon=True)
+        self._lister.start()
+
+    def settle(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` s) for the background listing, if any."""
+        if self._lister is not None:
+            self._lister.join(timeout)
 
     def wants(self, sop_instance_uid: str) -> bool:
         """True if this retrieve expects the instance."""
