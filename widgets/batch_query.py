@@ -1,18 +1,17 @@
 """BatchQuery: a CSV or Excel list of queries, run against a PACS, with a status per row.
 
-Each row of the file is one study query; its columns name the filters (``PatientID``,
-``PatientName``, ``AccessionNumber``, ``StudyDate``, ``Modality``, ``StudyDescription``,
-``StudyInstanceUID``; spaces, underscores and case do not matter). A row's bad filter is
-that row's status; the PACS going away stops the run with a message.
+Reading the file and running the rows is :mod:`pacslab.pacs.batch`; this view uploads the
+file, previews the queries, shows the per-row results, offers them as a CSV download and
+retrieves every study found.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
-import io
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
@@ -25,89 +24,47 @@ from widgets.view import View, escape, html_table
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pacslab.pacs import PacsClient
+    from pacslab.pacs import PacsClient, QueryTable
+    from pacslab.pacs.batch import BatchMatch, BatchRow
     from pacslab.store import SliceStore
 
-__all__ = ["BATCH_COLUMNS", "BatchQuery", "read_batch_file", "row_filters"]
+__all__ = ["BatchQuery", "read_uploaded_batch"]
 
-# Column names users write, normalised (lower case, no spaces or underscores) → filter.
-BATCH_COLUMNS: dict[str, str] = {
-    "patientid": "patient_id",
-    "patientname": "patient_name",
-    "accessionnumber": "accession_number",
-    "accession": "accession_number",
-    "studydate": "study_date",
-    "date": "study_date",
-    "modality": "modality",
-    "modalitiesinstudy": "modality",
-    "studydescription": "study_description",
-    "description": "study_description",
-    "studyinstanceuid": "study_uid",
-    "studyuid": "study_uid",
-}
 PREVIEW_ROWS = 10
-MAX_ROWS = 10_000
+RESULT_COLUMNS = (
+    "row",
+    "status",
+    "message",
+    "patient_id",
+    "patient_name",
+    "study_date",
+    "accession_number",
+    "study_description",
+    "modalities",
+    "n_instances",
+    "study_uid",
+)
 
 
-def _normalise(column: object) -> str:
-    return "".join(ch for ch in str(column).lower() if ch.isalnum())
-
-
-def _delimiter(data: bytes) -> str:
-    # Spreadsheets export with commas, semicolons (European locales) or tabs.
-    sample = data[:4096].decode("utf-8", "replace")
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
-    except csv.Error:
-        return ","
-
-
-def read_batch_file(name: str, data: bytes) -> pd.DataFrame:
-    """Read an uploaded CSV or Excel file into a table of text cells.
+def read_uploaded_batch(name: str, data: bytes) -> list[BatchRow]:
+    """The queries of an uploaded batch file (read by :func:`pacslab.pacs.batch.read_batch`).
 
     Raises
     ------
     BatchFileError
-        Unknown format, unreadable, empty, too many rows, or no column that names a filter.
+        Unknown file type, unreadable, or no known column; the message names the upload.
     """
-    import pandas as pd
-
     from pacslab.pacs import BatchFileError
+    from pacslab.pacs.batch import read_batch
 
-    lower = name.lower()
-    try:
-        if lower.endswith((".xlsx", ".xlsm")):
-            frame = pd.read_excel(io.BytesIO(data), dtype=str, keep_default_na=False, engine="openpyxl")
-        elif lower.endswith((".csv", ".txt")):
-            frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, sep=_delimiter(data))
-        else:
-            raise BatchFileError(name, "use a .csv or .xlsx file")
-    except BatchFileError:
-        raise
-    except Exception as exc:
-        raise BatchFileError(name, f"cannot be read ({type(exc).__name__}: {exc})") from None
-    if frame.empty:
-        raise BatchFileError(name, "has no rows")
-    if len(frame) > MAX_ROWS:
-        raise BatchFileError(name, f"has {len(frame)} rows; split it into files of at most {MAX_ROWS}")
-    if not any(_normalise(c) in BATCH_COLUMNS for c in frame.columns):
-        accepted = (
-            "PatientID, PatientName, AccessionNumber, StudyDate, Modality, StudyDescription, StudyInstanceUID"
-        )
-        found = ", ".join(str(c) for c in frame.columns)
-        raise BatchFileError(name, f"no column names a filter (found: {found}; accepted: {accepted})")
-    return frame
-
-
-def row_filters(row: pd.Series) -> dict[str, Any]:
-    """The query filters of one row (blank cells left out)."""
-    filters: dict[str, Any] = {}
-    for column, value in row.items():
-        key = BATCH_COLUMNS.get(_normalise(column))
-        text = str(value).strip()
-        if key is not None and text:
-            filters[key] = text
-    return filters
+    suffix = Path(name).suffix.lower()
+    with tempfile.TemporaryDirectory(prefix="pacslab-batch-") as scratch:
+        path = Path(scratch) / f"upload{suffix}"
+        path.write_bytes(data)
+        try:
+            return read_batch(path)
+        except BatchFileError as exc:
+            raise BatchFileError(name, exc.problem) from None
 
 
 class BatchQuery(View):
@@ -124,9 +81,11 @@ class BatchQuery(View):
     Traits
     ------
     rows : list of dict
-        One per file row: ``row`` (1-based), its filters, ``status``, ``n_found``, ``study_uids``.
+        One per result line (a match, or why a file row found none): ``row`` (the
+        spreadsheet's row number), ``status`` ("found", "not found", "invalid", "error"),
+        ``message`` and the study's fields.
     n_found : int
-        Rows that found at least one study.
+        File rows that found at least one study.
     retrieved : list of str
         Series stored by "Retrieve all found".
     """
@@ -146,9 +105,12 @@ class BatchQuery(View):
         self._pacs = pacs
         self.store = store
         self.transfers = transfers if transfers is not None else TransferLog()
-        self.frame: pd.DataFrame | None = None
+        self.batch_rows: list[BatchRow] = []
+        self.table: QueryTable[BatchMatch] | None = None
         self._cancel = threading.Event()
-        self.upload = w.FileUpload(accept=".csv,.xlsx,.xlsm,.txt", multiple=False, description="Batch file")
+        self.upload = w.FileUpload(
+            accept=".csv,.tsv,.txt,.xlsx,.xlsm,.xls", multiple=False, description="Batch file"
+        )
         self.preview = w.HTML()
         self.run_button = w.Button(
             description="Run queries", button_style="primary", icon="search", disabled=True
@@ -179,7 +141,7 @@ class BatchQuery(View):
 
     def _on_busy(self, change: dict[str, Any]) -> None:
         busy = change["new"]
-        self.run_button.disabled = busy or self.frame is None
+        self.run_button.disabled = busy or not self.batch_rows
         self.retrieve_button.disabled = busy or not self.n_found
         self.cancel_button.disabled = not busy
 
@@ -191,94 +153,83 @@ class BatchQuery(View):
 
     # -- file ----------------------------------------------------------------------------------
     def load_upload(self) -> None:
-        """Read the uploaded file and show its first rows."""
+        """Read the uploaded file and show its first queries."""
         if not self.upload.value:
             return
         item = self.upload.value[0]
         self.load(str(item["name"]), bytes(item["content"]))
 
     def load(self, name: str, data: bytes) -> None:
-        """Read a batch file's bytes and show its first rows (what uploading it does)."""
+        """Read a batch file's bytes and show its first queries (what uploading it does)."""
         self.error = ""
-        self.frame = None
+        self.batch_rows = []
+        self.table = None
         self.rows = []
         self.n_found = 0
         self.results.value = ""
         self.download.value = ""
         self.run_button.disabled = True
         self.retrieve_button.disabled = True
-        frame = read_batch_file(name, data)
-        self.frame = frame
-        used = [str(c) for c in frame.columns if _normalise(c) in BATCH_COLUMNS]
-        ignored = [str(c) for c in frame.columns if _normalise(c) not in BATCH_COLUMNS]
-        note = f"{len(frame)} rows; filters from {', '.join(used)}"
-        if ignored:
-            note += f"; ignored columns: {', '.join(ignored)}"
-        self.preview.value = escape(note) + html_table(
-            ["row", *map(str, frame.columns)],
-            ([i + 1, *row] for i, row in enumerate(frame.itertuples(index=False))),
+        rows = read_uploaded_batch(name, data)
+        self.batch_rows = rows
+        self.preview.value = escape(f"{len(rows)} queries in {name}") + html_table(
+            ["row", "query"],
+            ((r.row, ", ".join(f"{k}={v}" for k, v in r.filters.items()) or "(empty)") for r in rows),
             limit=PREVIEW_ROWS,
         )
         self.run_button.disabled = self.busy
 
     # -- queries -------------------------------------------------------------------------------
     def run(self) -> None:
-        """Run every row's query in the background, filling ``rows`` as it goes."""
-        if self.frame is None:
+        """Run every query in the background; ``rows`` holds the results."""
+        if not self.batch_rows:
             self.error = "upload a batch file first"
             return
-        frame = self.frame
-        self._cancel.clear()
+        rows = list(self.batch_rows)
         self.rows = []
-        self.progress.max = len(frame)
+        self.progress.max = 1
         self.progress.value = 0
-        self.progress.bar_style = ""
-        self.run_in_background("batch", lambda: self._run(frame), self._ran)
+        self.progress.bar_style = "info"
+        self.progress_label.value = f"querying {len(rows)} rows…"
+        self.run_in_background("batch", lambda: self._run(rows), self._ran)
 
-    def _run(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
-        from pacslab.pacs import QueryFilterError
+    def _run(self, rows: list[BatchRow]) -> QueryTable[BatchMatch]:
+        from pacslab.pacs.batch import batch_query
 
-        pacs = self.pacs()
-        out: list[dict[str, Any]] = []
-        for i, (_, row) in enumerate(frame.iterrows()):
-            if self._cancel.is_set():
-                break
-            filters = row_filters(row)
-            entry: dict[str, Any] = {"row": i + 1, **filters, "n_found": 0, "study_uids": []}
-            if not filters:
-                entry["status"] = "empty row"
-            else:
-                try:
-                    table = pacs.find_studies(**filters)
-                except QueryFilterError as exc:
-                    entry["status"] = f"bad filter: {exc}"
-                else:
-                    entry["n_found"] = len(table)
-                    entry["study_uids"] = [s.study_uid for s in table]
-                    entry["status"] = f"found {len(table)}" if len(table) else "not found"
-            out.append(entry)
-            self.progress.value = i + 1
-            self.progress_label.value = f"{i + 1}/{len(frame)}"
-        return out
+        return batch_query(self.pacs(), rows)
 
-    def _ran(self, rows: list[dict[str, Any]]) -> None:
-        self.rows = rows
-        self.n_found = sum(1 for r in rows if r["n_found"])
-        bad = sum(1 for r in rows if r["status"].startswith("bad filter"))
-        self.progress.bar_style = "warning" if bad else "success"
-        self.status = f"{len(rows)} rows run: {self.n_found} found, {bad} with a bad filter"
+    def _ran(self, table: QueryTable[BatchMatch]) -> None:
+        import dataclasses
+
+        self.table = table
+        self.rows = [dataclasses.asdict(m) for m in table]
+        found_rows = {m.row for m in table if m.status == "found"}
+        self.n_found = len(found_rows)
+        errors = [m for m in table if m.status == "error"]
+        invalid = {m.row for m in table if m.status == "invalid"}
+        self.progress.value = self.progress.max
+        self.progress.bar_style = "danger" if errors else "warning" if invalid else "success"
+        self.progress_label.value = f"{len(self.batch_rows)} rows"
+        self.status = (
+            f"{len(self.batch_rows)} rows run: {self.n_found} found, {len(invalid)} invalid, "
+            f"{len({m.row for m in errors})} failed"
+        )
+        if errors and len({m.row for m in errors}) == len(self.batch_rows):
+            self.error = errors[0].message
         self._show_rows()
         self.retrieve_button.disabled = not self.n_found
 
     def result_frame(self) -> pd.DataFrame:
-        """The results as a table (one row per file row), as the CSV download holds them."""
+        """The results as the CSV download holds them: one line per match or per failed row."""
         import pandas as pd
 
-        records = [
-            {**{k: v for k, v in r.items() if k != "study_uids"}, "study_uids": ";".join(r["study_uids"])}
-            for r in self.rows
-        ]
-        return pd.DataFrame.from_records(records)
+        if self.table is None:
+            return pd.DataFrame()
+        frame = self.table.to_dataframe()
+        frame["modalities"] = ["/".join(m) for m in frame["modalities"]]
+        if any("retrieve" in r for r in self.rows):
+            frame["retrieve"] = [r.get("retrieve", "") for r in self.rows]
+        return frame
 
     def _show_rows(self) -> None:
         frame = self.result_frame()
@@ -286,8 +237,8 @@ class BatchQuery(View):
             self.results.value = ""
             self.download.value = ""
             return
-        columns = [str(c) for c in frame.columns]
-        self.results.value = html_table(columns, frame.itertuples(index=False))
+        shown = [c for c in (*RESULT_COLUMNS, "retrieve") if c in frame.columns]
+        self.results.value = html_table(shown, frame[shown].itertuples(index=False))
         payload = base64.b64encode(frame.to_csv(index=False).encode("utf-8")).decode("ascii")
         href = f"data:text/csv;base64,{payload}"
         self.download.value = f'<a download="batch_results.csv" href="{href}">Download results (CSV)</a>'
@@ -295,7 +246,7 @@ class BatchQuery(View):
     # -- retrieve ------------------------------------------------------------------------------
     def retrieve_found(self) -> None:
         """Retrieve every study found into the store (one after another)."""
-        study_uids = list(dict.fromkeys(uid for r in self.rows for uid in r["study_uids"]))
+        study_uids = list(dict.fromkeys(r["study_uid"] for r in self.rows if r["status"] == "found"))
         if not study_uids:
             self.error = "no study found to retrieve"
             return
@@ -334,11 +285,7 @@ class BatchQuery(View):
         return outcome
 
     def _retrieved(self, outcome: dict[str, str]) -> None:
-        for row in self.rows:
-            states = [outcome[u] for u in row["study_uids"] if u in outcome]
-            if states:
-                row["retrieve"] = "; ".join(states)
-        self.rows = [dict(r) for r in self.rows]
+        self.rows = [{**r, "retrieve": outcome.get(r["study_uid"], "")} for r in self.rows]
         failed = [s for s in outcome.values() if not s.startswith("retrieved")]
         self.progress.bar_style = "warning" if failed else "success"
         if failed:

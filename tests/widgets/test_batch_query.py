@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from pydicom import dcmread
 
 from pacslab.config import PacsNode
 from pacslab.pacs import BatchFileError, connect_pacs
@@ -16,19 +17,22 @@ from pacslab.pacs.embedded import EmbeddedPacs
 from pacslab.store import SliceStore
 from tests.widgets.conftest import closed_port, make_config, settle
 from widgets import BatchQuery
-from widgets.batch_query import read_batch_file
+from widgets.batch_query import read_uploaded_batch
 
 
 @pytest.fixture(scope="module")
-def small_study(sample_series: dict[str, dict[str, Any]]) -> tuple[str, set[str]]:
-    """The sample study with the fewest instances, and its series."""
+def small_study(sample_series: dict[str, dict[str, Any]]) -> tuple[str, set[str], str, str]:
+    """The sample study with the fewest instances: its UID, series, patient ID and date."""
     studies: dict[str, set[str]] = defaultdict(set)
     sizes: dict[str, int] = defaultdict(int)
+    first: dict[str, Any] = {}
     for uid, entry in sample_series.items():
         studies[entry["study_uid"]].add(uid)
         sizes[entry["study_uid"]] += len(entry["files"])
+        first.setdefault(entry["study_uid"], entry["files"][0])
     study = min(sizes, key=lambda s: sizes[s])
-    return study, studies[study]
+    ds = dcmread(first[study], stop_before_pixels=True)
+    return study, studies[study], str(ds.PatientID), str(ds.StudyDate)
 
 
 def _csv(rows: list[dict[str, str]]) -> bytes:
@@ -36,62 +40,63 @@ def _csv(rows: list[dict[str, str]]) -> bytes:
 
 
 def test_csv_batch_statuses_download_and_retrieve(
-    embedded_pacs: EmbeddedPacs, store: SliceStore, small_study: tuple[str, set[str]]
+    embedded_pacs: EmbeddedPacs, store: SliceStore, small_study: tuple[str, set[str], str, str]
 ) -> None:
-    study_uid, series = small_study
+    study_uid, series, patient_id, study_date = small_study
     node = embedded_pacs.node
     batch = BatchQuery(connect_pacs(node, make_config(node)), store)
     data = _csv(
         [
-            {"Study Instance UID": study_uid, "PatientID": "", "Study Date": "", "Note": "mine"},
-            {"Study Instance UID": "", "PatientID": "NO-SUCH-PATIENT", "Study Date": "", "Note": ""},
-            {"Study Instance UID": "", "PatientID": "", "Study Date": "20241345", "Note": "<script>"},
-            {"Study Instance UID": "", "PatientID": "", "Study Date": "", "Note": "blank"},
+            {"Patient ID": patient_id, "Study Date": study_date, "Note": "mine"},
+            {"Patient ID": "NO-SUCH-PATIENT", "Study Date": "", "Note": ""},
+            {"Patient ID": "", "Study Date": "20241345", "Note": "<script>"},
         ]
     )
     batch.load("list.csv", data)
-    assert "4 rows" in batch.preview.value
-    assert "ignored columns: Note" in batch.preview.value
-    assert "&lt;script&gt;" in batch.preview.value
+    assert "3 queries in list.csv" in batch.preview.value
     batch.run_button.click()
     settle(batch)
-    assert [r["status"] for r in batch.rows][:2] == ["found 1", "not found"]
-    assert batch.rows[2]["status"].startswith("bad filter")
-    assert batch.rows[3]["status"] == "empty row"
-    assert batch.rows[0]["study_uids"] == [study_uid]
+    assert batch.error == ""
+    by_row = defaultdict(list)
+    for r in batch.rows:
+        by_row[r["row"]].append(r)
+    assert study_uid in {r["study_uid"] for r in by_row[2]}
+    assert {r["status"] for r in by_row[2]} == {"found"}
+    assert [r["status"] for r in by_row[3]] == ["not found"]
+    assert [r["status"] for r in by_row[4]] == ["invalid"]
     assert batch.n_found == 1
     href = batch.download.value.split('href="data:text/csv;base64,')[1].split('"')[0]
     downloaded = pd.read_csv(io.BytesIO(base64.b64decode(href)), dtype=str, keep_default_na=False)
-    assert list(downloaded["status"])[:2] == ["found 1", "not found"]
-    assert list(downloaded["row"]) == ["1", "2", "3", "4"]
+    assert set(downloaded["status"]) == {"found", "not found", "invalid"}
+    assert "&lt;script&gt;" not in batch.results.value  # notes are not queried, so not shown
 
     batch.retrieve_button.click()
     settle(batch)
     assert batch.error == ""
-    assert set(batch.retrieved) == series
+    assert series <= set(batch.retrieved)
     assert {s.series_uid for s in store.list_series(study_uid)} == series
-    assert batch.rows[0]["retrieve"].startswith("retrieved")
+    assert all(r["retrieve"].startswith("retrieved") for r in batch.rows if r["status"] == "found")
 
 
 def test_excel_file_is_read() -> None:
     buffer = io.BytesIO()
     pd.DataFrame([{"PatientName": "Doe*", "Modality": "CT"}]).to_excel(buffer, index=False)
-    frame = read_batch_file("list.xlsx", buffer.getvalue())
-    assert list(frame.columns) == ["PatientName", "Modality"]
+    [row] = read_uploaded_batch("list.xlsx", buffer.getvalue())
+    assert dict(row.filters) == {"patient_name": "Doe*", "modality": "CT"}
 
 
 @pytest.mark.parametrize(
     ("name", "data", "problem"),
     [
-        ("list.pdf", b"%PDF", "use a .csv or .xlsx"),
-        ("list.csv", b"Colour,Size\nred,1\n", "no column names a filter"),
-        ("list.csv", b"PatientID\n", "has no rows"),
+        ("list.pdf", b"%PDF", "use .csv or .xlsx"),
+        ("list.csv", b"Colour,Size\nred,1\n", "none of the columns"),
         ("list.xlsx", b"not a workbook", "cannot be read"),
     ],
 )
 def test_bad_batch_files_are_named(store: SliceStore, name: str, data: bytes, problem: str) -> None:
-    with pytest.raises(BatchFileError, match=problem):
-        read_batch_file(name, data)
+    with pytest.raises(BatchFileError, match=problem) as raised:
+        read_uploaded_batch(name, data)
+    assert str(raised.value).startswith(f"batch file {name}:")
     node = PacsNode(name="x", ae_title="X", port=closed_port())
     batch = BatchQuery(connect_pacs(node, make_config(node)), store)
     batch.guarded(lambda: batch.load(name, data))
@@ -105,8 +110,9 @@ def test_bad_batch_files_are_named(store: SliceStore, name: str, data: bytes, pr
 def test_pacs_down_stops_the_run_with_a_message(store: SliceStore) -> None:
     node = PacsNode(name="down", ae_title="NOBODY", port=closed_port())
     batch = BatchQuery(connect_pacs(node, make_config(node)), store)
-    batch.load("list.csv", _csv([{"PatientID": "1"}]))
+    batch.load("list.csv", _csv([{"PatientID": "1"}, {"PatientID": "2"}]))
     batch.run()
     settle(batch)
     assert "unreachable" in batch.error
-    assert batch.rows == []
+    assert [(r["row"], r["status"]) for r in batch.rows] == [(2, "error"), (3, "error")]
+    assert batch.progress.bar_style == "danger"
