@@ -160,21 +160,32 @@ class Catalog:
         self.path = Path(path)
         self._local = threading.local()
         db = self.connection()
-        try:
-            db.executescript(_SCHEMA)
-        except sqlite3.Error as error:
-            raise CatalogError(f"cannot create the store catalog {self.path}: {error}") from error
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO catalog_meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-            row = db.execute("SELECT value FROM catalog_meta WHERE key = 'schema_version'").fetchone()
+        row = self._schema_version(db)
+        if row is None:
+            # A new catalog: create it (IF NOT EXISTS: another process may be doing the same).
+            try:
+                db.executescript(_SCHEMA)
+            except sqlite3.Error as error:
+                raise CatalogError(f"cannot create the store catalog {self.path}: {error}") from error
+            with self.transaction() as db:
+                db.execute(
+                    "INSERT OR IGNORE INTO catalog_meta(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            row = self._schema_version(db)
+        assert row is not None
         if int(row[0]) > SCHEMA_VERSION:
             raise CatalogError(
                 f"the store catalog {self.path} has schema version {row[0]}, newer than this pacslab "
                 f"understands ({SCHEMA_VERSION}); upgrade pacslab"
             )
+
+    @staticmethod
+    def _schema_version(db: sqlite3.Connection) -> sqlite3.Row | None:
+        try:
+            return db.execute("SELECT value FROM catalog_meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError:  # no such table: a new catalog
+            return None
 
     # -- connections -------------------------------------------------------------------------
     def connection(self) -> sqlite3.Connection:
