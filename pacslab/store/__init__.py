@@ -38,14 +38,15 @@ __all__ = [
     "utc_now",
 ]
 
-# Job result files live in pacslab.store.results; their names are offered here on first use so
-# this package does not depend on that module being present.
-_RESULT_NAMES = ("ResultFile", "ResultReader", "ResultWriter")
+# Job result files live in pacslab.store.results (ResultWriter, ResultReader, ResultLock and
+# their errors); their ``Result*`` names are offered here on first use, so importing the store
+# never depends on that module.
 
 
 def __getattr__(name: str) -> object:
-    if name in _RESULT_NAMES:
+    if name.startswith("Result"):
         from pacslab.store import results
 
-        return getattr(results, name)
+        if name in results.__all__:
+            return getattr(results, name)
     raise AttributeError(f"module 'pacslab.store' has no attribute {name!r}")
