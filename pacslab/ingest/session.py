@@ -42,7 +42,8 @@ class Ingest:
     """Collect DICOM from any source, validate it, and store it series by series.
 
     Use as a context manager; :meth:`finish` runs on a clean exit (its report is kept in
-    ``report``). Every file is checked before anything is written; bad files are rejected
+    ``report``); after an exception, spooled bytes stay in the inbox for
+    :func:`recover_inbox`. Every file is checked before anything is written; bad files are rejected
     with a named :class:`~pacslab.ingest.errors.IngestError` and never half-stored. Bytes and
     datasets are spooled to ``store.root / "inbox"`` when added, so an ingest killed before
     it finished can be completed by :func:`recover_inbox`; files added by path are read in
@@ -299,10 +300,16 @@ class Ingest:
         return report
 
     def abort(self) -> None:
-        """Drop everything added; nothing is stored."""
+        """Drop everything added; nothing is stored and the spooled bytes are deleted."""
         with self._lock:
             self._closed = True
         self._spool.remove()
+
+    def close_unfinished(self) -> None:
+        """Stop without storing, but keep spooled bytes in the inbox for :func:`recover_inbox`."""
+        with self._lock:
+            self._closed = True
+        self._spool.release()
 
     def __enter__(self) -> Ingest:
         return self
@@ -311,7 +318,8 @@ class Ingest:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc_type is not None:
-            self.abort()
+            # Received instances may already be acknowledged to their sender: never drop them.
+            self.close_unfinished()
         elif not self._closed:
             self.finish()
 

@@ -225,3 +225,19 @@ def test_pydicom_sample_studies_list_in_the_catalog(
         == len(samples["pydicom"]) - len(report.rejected)
     )
     assert sum(s.n_series for s in studies) == len(store.list_series())
+
+
+def test_an_error_inside_the_block_keeps_received_bytes_for_recovery(
+    store: SliceStore, tmp_path: Path
+) -> None:
+    from pacslab.ingest import recover_inbox
+
+    files = write_ct(tmp_path / "ct", n=3, size=16)
+    with pytest.raises(ConnectionError), Ingest(store) as ingest:
+        for f in files:
+            ingest.add_encoded(f.read_bytes())
+        raise ConnectionError("the PACS went away")
+    assert store.list_series() == []
+    report = recover_inbox(store)
+    assert report.n_instances == 3
+    assert_series_equals_files(store, report.series_uids[0], files)
