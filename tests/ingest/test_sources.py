@@ -233,10 +233,15 @@ def test_an_error_inside_the_block_keeps_received_bytes_for_recovery(
     from pacslab.ingest import recover_inbox
 
     files = write_ct(tmp_path / "ct", n=3, size=16)
-    with pytest.raises(ConnectionError), Ingest(store) as ingest:
-        for f in files:
-            ingest.add_encoded(f.read_bytes())
-        raise ConnectionError("the PACS went away")
+
+    def receive_then_fail() -> None:
+        with Ingest(store) as ingest:
+            for f in files:
+                ingest.add_encoded(f.read_bytes())
+            raise ConnectionError("the PACS went away")
+
+    with pytest.raises(ConnectionError):
+        receive_then_fail()
     assert store.list_series() == []
     report = recover_inbox(store)
     assert report.n_instances == 3
