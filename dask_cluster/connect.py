@@ -39,6 +39,11 @@ def local_cluster_kwargs(
         threads_per_worker = int(dask.config.get("pacslab.cluster.threads-per-worker", 1))
     if dashboard_address == "default":
         dashboard_address = dask.config.get("pacslab.cluster.dashboard-address", "127.0.0.1:8787")
+    if dashboard_address is None:
+        # The scheduler serves its HTTP routes even without a dashboard, on 8787 unless told
+        # otherwise: a free loopback port keeps parallel clusters from clashing.
+        kwargs["scheduler_kwargs"] = {**kwargs.get("scheduler_kwargs", {}), "dashboard": False}
+        dashboard_address = "127.0.0.1:0"
     return {
         "n_workers": n_workers,
         "threads_per_worker": threads_per_worker,

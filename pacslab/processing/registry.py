@@ -115,10 +115,13 @@ class Processor:
                 )
         # Defaults must satisfy their own ranges.
         validate_params(self.name, params, {})
+        # Looked up once: apply() runs for every slice.
+        object.__setattr__(self, "_takes_context", "context" in accepted)
 
     @property
     def takes_context(self) -> bool:
-        return "context" in inspect.signature(self.function).parameters
+        """Whether the function wants a :class:`SliceContext` as ``context``."""
+        return bool(self.__dict__["_takes_context"])
 
     def validate(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Every parameter with a checked value; raises :class:`ParameterError` naming a bad one."""

@@ -7,7 +7,7 @@ Layout (format version 1)::
     /done                    (n,) uint8, set to 1 only after the slice's data are flushed
     /failed                  (n,) uint8, 1 when the slice failed (its traceback in /error)
     /error                   (n,) fixed-length bytes, the end of the traceback
-    /writes                  (n,) uint16, how many times the slice's data were written
+    /writes                  (n,) uint16, how many times the slice was written and marked done
     /sop_instance_uids       (n,) the input instances, in slice order
     attributes               format_version, kind, processor, processor_version, params (JSON),
                              series_uid, job_id, started, finished, status, pacslab_version
@@ -171,6 +171,17 @@ def _recover(path: Path) -> None:
     tmp.replace(path)
 
 
+def _contiguous(items: Sequence[tuple[int, Any]]) -> list[tuple[int, list[Any]]]:
+    """Group sorted ``(index, value)`` pairs into runs of consecutive indices."""
+    runs: list[tuple[int, list[Any]]] = []
+    for index, value in items:
+        if runs and runs[-1][0] + len(runs[-1][1]) == index:
+            runs[-1][1].append(value)
+        else:
+            runs.append((index, [value]))
+    return runs
+
+
 class ResultLock:
     """Claim on a result file: while held, no other writer (in any process) may open it.
 
@@ -271,6 +282,7 @@ class ResultWriter:
         self._writes = self._file["writes"]
         self._error = self._file["error"]
         self._done_cache = self._done[:].astype(bool)
+        self._failed_cache = self._failed[:].astype(bool)
         self._writes_cache = self._writes[:].astype(np.int64)
 
     @classmethod
@@ -353,26 +365,32 @@ class ResultWriter:
         Slices already marked done are skipped, so a slice is never written twice. Returns
         the number of slices written.
         """
-        fresh = [(int(i), v) for i, v in items if not self._done_cache[int(i)]]
+        fresh = sorted((int(i), v) for i, v in items if not self._done_cache[int(i)])
         if not fresh:
             return 0
-        for index, value in fresh:
+        runs = _contiguous(fresh)
+        for start, values in runs:
+            stop = start + len(values)
+            # One HDF5 write per run of neighbouring slices: per-slice calls cost more than the data.
             if self.layout.kind == "measurements":
-                row = np.array(
-                    tuple(value[n] for n in self.layout.dtype.names or ()), dtype=self.layout.dtype
-                )
-                self._data[index] = row
+                names = self.layout.dtype.names or ()
+                block = np.array([tuple(v[n] for n in names) for v in values], dtype=self.layout.dtype)
             else:
-                self._data[index] = np.asarray(value).astype(self.layout.dtype, copy=False)
-            self._writes_cache[index] += 1
-            self._writes[index] = self._writes_cache[index]
+                block = np.stack([np.asarray(v) for v in values]).astype(self.layout.dtype, copy=False)
+            self._data[start:stop] = block
         self._file.flush()
-        for index, _ in fresh:
-            self._done[index] = 1
-            if self._failed[index]:
-                self._failed[index] = 0
-                self._error[index] = b""
-            self._done_cache[index] = True
+        for start, values in runs:
+            stop = start + len(values)
+            # Counted with the done mark: data written but never marked done do not count.
+            self._writes_cache[start:stop] += 1
+            self._writes[start:stop] = self._writes_cache[start:stop]
+            self._done[start:stop] = 1
+            self._done_cache[start:stop] = True
+            if self._failed_cache[start:stop].any():
+                self._failed[start:stop] = 0
+                self._failed_cache[start:stop] = False
+                for index in range(start, stop):
+                    self._error[index] = b""
         self._file.flush()
         return len(fresh)
 
@@ -387,6 +405,7 @@ class ResultWriter:
         encoded = traceback.encode("utf-8", "replace")[-ERROR_BYTES:]
         self._error[index] = encoded
         self._failed[index] = 1
+        self._failed_cache[index] = True
         self._file.flush()
 
     def close(self, status: str = "done") -> None:
