@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT_VERSION",
     "ResultBusyError",
+    "ResultFile",
     "ResultFileError",
     "ResultKind",
     "ResultLock",
@@ -544,3 +545,7 @@ class ResultReader:
         frame.index.name = "slice"
         frame.insert(0, "sop_instance_uid", [uids[i] for i in index])
         return frame
+
+
+# The name the interface between the store and the jobs gives the writer.
+ResultFile = ResultWriter
