@@ -293,12 +293,17 @@ def _process_study(
     params: PipelineParameters,
     log: Callable[[str], None],
 ) -> None:
-    from pacslab.retrieve import retrieve_into_store
+    from pacslab.retrieve import NON_IMAGE_MODALITIES, retrieve_into_store
 
     retrieved = retrieve_into_store(pacs, store, outcome.study_uid)
     report = retrieved.report
     outcome.instances = report.n_instances
-    outcome.series_uids = list(dict.fromkeys(report.series_uids))
+    # Results sent back to the PACS (SEG, SR) are part of the study; only images are processed.
+    outcome.series_uids = [
+        uid
+        for uid in dict.fromkeys(report.series_uids)
+        if store.series(uid).modality not in NON_IMAGE_MODALITIES
+    ]
     outcome.series = len(outcome.series_uids)
     problems = []
     if retrieved.incomplete is not None:
@@ -307,7 +312,7 @@ def _process_study(
         problems.append(f"{len(report.rejected)} instance(s) rejected: {report.rejected[0].error}")
     log(f"{outcome.study_uid}: retrieved {report}")
     if not outcome.series_uids:
-        outcome.error = "; ".join(problems) or "the PACS sent no instance"
+        outcome.error = "; ".join(problems) or "the PACS sent no image series"
         return
     job = _run_job(client, store, params, outcome.series_uids)
     outcome.job_id = job.job_id

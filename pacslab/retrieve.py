@@ -8,7 +8,7 @@ report so the caller (a widget, the batch pipeline) can show both.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,11 @@ from pacslab.ingest import Ingest, IngestReport
 from pacslab.pacs import PacsClient, ReceivedInstance, RetrieveIncomplete, RetrieveProgress, RetrieveResult
 from pacslab.store import SeriesInfo, SliceStore
 
-__all__ = ["NoStudyFound", "RetrieveOutcome", "ensure_stored", "retrieve_into_store"]
+__all__ = ["NON_IMAGE_MODALITIES", "NoStudyFound", "RetrieveOutcome", "ensure_stored", "retrieve_into_store"]
+
+# Series of these modalities hold results or documents, not images to process (a SEG sent back
+# to the PACS is part of the study it segments).
+NON_IMAGE_MODALITIES = ("SEG", "SR", "KO", "PR", "DOC", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD")
 
 
 @dataclass(frozen=True)
@@ -94,8 +98,14 @@ class NoStudyFound(LookupError):
     """The PACS holds no study matching the filters; the message names them."""
 
 
-def ensure_stored(pacs: PacsClient, store: SliceStore, **filters: Any) -> list[SeriesInfo]:
-    """The stored series of the studies matching ``filters``, retrieving the studies the store lacks.
+def ensure_stored(
+    pacs: PacsClient,
+    store: SliceStore,
+    *,
+    exclude_modalities: Sequence[str] = NON_IMAGE_MODALITIES,
+    **filters: Any,
+) -> list[SeriesInfo]:
+    """The stored image series of the studies matching ``filters``, retrieving studies the store lacks.
 
     A study counts as stored when the store holds at least as many of its instances as the
     PACS lists (or, when the PACS gives no count, any series of it).
@@ -104,6 +114,8 @@ def ensure_stored(pacs: PacsClient, store: SliceStore, **filters: Any) -> list[S
     ----------
     pacs : PacsClient
     store : SliceStore
+    exclude_modalities : sequence of str
+        Series of these modalities are left out of the result (they are still retrieved).
     **filters
         Study-level filters of :meth:`PacsClient.find_studies` (``patient_name="Doe*"``...).
 
@@ -128,5 +140,5 @@ def ensure_stored(pacs: PacsClient, store: SliceStore, **filters: Any) -> list[S
             if outcome.incomplete is not None:
                 raise outcome.incomplete
             stored = store.list_series(study.study_uid)
-        series.extend(stored)
+        series.extend(s for s in stored if s.modality not in exclude_modalities)
     return series
