@@ -369,6 +369,22 @@ class Catalog:
                 )
             self._delete_orphans(db)
 
+    def delete_series(self, series_uid: str) -> str | None:
+        """Remove a series and its instances (its file joins the superseded list); returns its path."""
+        with self.transaction() as db:
+            row = db.execute("SELECT path FROM series WHERE series_uid = ?", (series_uid,)).fetchone()
+            if row is None:
+                raise SeriesNotFound(series_uid)
+            db.execute("DELETE FROM instances WHERE series_uid = ?", (series_uid,))
+            db.execute("DELETE FROM series WHERE series_uid = ?", (series_uid,))
+            if row["path"]:
+                db.execute(
+                    "INSERT OR REPLACE INTO superseded_files(path, since) VALUES (?, ?)",
+                    (row["path"], utc_now()),
+                )
+            self._delete_orphans(db)
+            return str(row["path"]) or None
+
     def superseded(self) -> list[tuple[str, str]]:
         """Files replaced by a newer version: ``(relative path, since)``."""
         rows = self.connection().execute("SELECT path, since FROM superseded_files").fetchall()

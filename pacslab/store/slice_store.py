@@ -15,7 +15,7 @@ import pydicom
 
 from pacslab.store.catalog import Catalog
 from pacslab.store.errors import SeriesFileError, SliceIndexError
-from pacslab.store.locks import series_lock
+from pacslab.store.locks import series_key, series_lock
 from pacslab.store.quiet import quiet_pydicom
 from pacslab.store.records import InstanceRecord, JobRecord, SeriesInfo, StudyRecord
 from pacslab.store.series_file import SeriesFile
@@ -222,6 +222,17 @@ class SliceStore:
         with self._lock:
             self._paths.pop(meta.series_uid, None)
         return outcome
+
+    def delete_series(self, series_uid: str) -> None:
+        """Remove a series from the store (its study and patient too when nothing else is left).
+
+        The catalog forgets it at once; the file goes with the next :meth:`prune` after the
+        grace period, so a worker still reading it is not cut off.
+        """
+        with series_lock(self._root / "locks", series_key(series_uid)):
+            self.catalog.delete_series(series_uid)
+        with self._lock:
+            self._paths.pop(series_uid, None)
 
     def prune(self, grace_s: float = SUPERSEDED_GRACE_S) -> list[Path]:
         """Delete replaced series files older than ``grace_s`` and leftovers of dead writers.

@@ -124,6 +124,10 @@ def write_series(
                 )
             previous = catalog.begin_write(meta)
             version = (int(row["version"]) if row is not None else 0) + 1
+            # Never reuse a name still on disk: a deleted series' file waits out its grace period
+            # under it, and a reader may hold it open.
+            while (root / series_file_name(uid, version)).exists():
+                version += 1
             rel = series_file_name(uid, version)
             final = root / rel
             tmp = final.with_name(final.name + ".tmp")

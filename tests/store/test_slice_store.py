@@ -178,3 +178,21 @@ def test_header_with_bulk_data_reads_back_without_it(store: SliceStore) -> None:
     header = store.read_header(uid, 0)
     assert header[0x60003000].value is None  # the overlay bits were not stored
     assert header.PatientName == pydicom.dcmread(path).PatientName
+
+
+def test_delete_series(store: SliceStore, tmp_path: Path) -> None:
+    ct_uid = ingest_paths(store, write_ct(tmp_path / "ct")).series_uids[0]
+    mr_uid = ingest_paths(store, write_mr(tmp_path / "mr")).series_uids[0]
+    path = store.series_path(ct_uid)
+    store.delete_series(ct_uid)
+    assert [s.series_uid for s in store.list_series()] == [mr_uid]
+    assert [s.modalities for s in store.list_studies()] == [("MR",)]
+    with pytest.raises(SeriesNotFound):
+        store.read_slice(ct_uid, 0)
+    with pytest.raises(SeriesNotFound):
+        store.delete_series(ct_uid)
+    assert path.exists()
+    assert ingest_paths(store, write_ct(tmp_path / "again")).n_instances == 8, "it can come back"
+    assert store.series_path(ct_uid) != path, "in a new file: the old one may still be read"
+    assert store.prune(grace_s=0) == [path]
+    assert store.read_slices(ct_uid).shape == (8, 64, 64)
