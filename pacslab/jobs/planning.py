@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = [
     "MAX_BATCH_BYTES",
+    "MIN_BATCH_SECONDS",
     "TARGET_BATCH_SECONDS",
     "job_id_for",
     "needed_indices",
@@ -20,6 +21,8 @@ __all__ = [
 TARGET_BATCH_SECONDS = 0.5
 # At least this many batches per worker thread, so the last ones end close together.
 BATCHES_PER_THREAD = 4
+# ...but never a batch shorter than this: below it the round trip costs more than the work.
+MIN_BATCH_SECONDS = 0.05
 # Upper bound on the pixels of one batch in flight.
 MAX_BATCH_BYTES = 64 * 2**20
 
@@ -70,10 +73,12 @@ def plan_batch_size(
         return 1
     if seconds_per_slice is None:
         return max(1, min(2, remaining))
-    by_time = math.ceil(target_seconds / max(seconds_per_slice, 1e-6))
+    per_slice = max(seconds_per_slice, 1e-6)
+    by_time = math.ceil(target_seconds / per_slice)
     by_balance = math.ceil(remaining / (max(threads, 1) * batches_per_thread))
     by_bytes = max(1, max_bytes // max(bytes_per_slice, 1))
-    return max(1, min(by_time, by_balance, by_bytes, remaining))
+    floor = min(math.ceil(MIN_BATCH_SECONDS / per_slice), by_bytes)
+    return max(1, min(max(min(by_time, by_balance), floor), by_bytes, remaining))
 
 
 def needed_indices(indices: Iterable[int], neighbours: int, n_slices: int) -> list[int]:
