@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,11 +76,6 @@ def ct_planes(n_slices: int, size: int) -> np.ndarray:
 def ct_store(store: SliceStore) -> tuple[SliceStore, str]:
     """A store with a 24-slice 48x48 phantom CT (2 mm pixels)."""
     return store, put_series(store, "1.2.826.0.1.3680043.10.1338.1", ct_planes(24, 48))
-
-
-@pytest.fixture
-def store_root(tmp_path: Path) -> Path:
-    return tmp_path / "store"
 
 
 @pytest.fixture(scope="session")
