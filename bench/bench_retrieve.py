@@ -37,7 +37,7 @@ import pydicom
 
 from pacslab.config import Config, Timeouts
 from pacslab.ingest import Ingest
-from pacslab.pacs import ReceivedInstance, into_ingest
+from pacslab.pacs import ReceivedInstance, RetrieveMethod, into_ingest
 from pacslab.pacs.dicomweb import DicomwebClient
 from pacslab.pacs.dimse import DimseClient
 from pacslab.pacs.orthanc import OrthancServer, free_port
@@ -46,6 +46,7 @@ from pacslab.samples import phantom_ct_datasets
 from pacslab.store import SliceStore
 
 OUR_AE = "PACSLAB_BENCH"
+Client = DimseClient | DicomwebClient
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 PLAIN_ENV = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}
 
@@ -174,17 +175,18 @@ def main() -> None:
         def discard(instance: ReceivedInstance) -> None:
             pass
 
-        def ours_discard(client: DimseClient | DicomwebClient, method: str) -> Callable[[], object]:
-            return lambda: client.retrieve_series(study, series, on_instance=discard, method=method)  # type: ignore[arg-type]
+        def ours_discard(client: Client, method: RetrieveMethod) -> Callable[[], object]:
+            return lambda: client.retrieve_series(study, series, on_instance=discard, method=method)
 
-        def ours_store(client: DimseClient | DicomwebClient, method: str) -> Callable[[], object]:
+        def ours_store(client: Client, method: RetrieveMethod) -> Callable[[], object]:
             def run() -> None:
                 store = SliceStore(fresh(work / "store"))
                 with Ingest(store) as ingest:
-                    result = client.retrieve_series(
-                        study, series, on_instance=into_ingest(ingest), method=method
-                    )  # type: ignore[arg-type]
-                assert result.received == n and ingest.report is not None and ingest.report.n_instances == n
+                    sink = into_ingest(ingest)
+                    result = client.retrieve_series(study, series, on_instance=sink, method=method)
+                assert result.received == n
+                assert ingest.report is not None
+                assert ingest.report.n_instances == n
 
             return run
 

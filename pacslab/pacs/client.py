@@ -8,6 +8,7 @@ dicomweb-client objects.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, over
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import read_partial
+from pydicom.filereader import read_dataset, read_partial
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 if TYPE_CHECKING:
@@ -103,16 +104,22 @@ class ReceivedInstance:
         pydicom.errors.InvalidDicomError
             When ``data`` has no DICOM preamble and file meta information.
         """
-        fp = BytesIO(data)
-        # Stop before the first data set element: only the file meta is parsed.
-        head = read_partial(fp, stop_when=lambda tag, vr, length: True)
-        meta = head.file_meta
+        # File Meta Group Length (0002,0000) UL, explicit VR little endian right after "DICM",
+        # says where the data set starts: only the meta group is decoded.
+        if data[128:132] == b"DICM" and data[132:138] == b"\x02\x00\x00\x00UL":
+            (group_length,) = struct.unpack_from("<I", data, 140)
+            end = 144 + group_length
+            meta = read_dataset(BytesIO(data[132:end]), is_implicit_VR=False, is_little_endian=True)
+        else:
+            fp = BytesIO(data)
+            meta = read_partial(fp, stop_when=lambda tag, vr, length: True).file_meta
+            end = fp.tell()
         return cls(
             meta.MediaStorageSOPClassUID,
             meta.MediaStorageSOPInstanceUID,
             meta.TransferSyntaxUID,
             data,
-            dataset_offset=fp.tell(),
+            dataset_offset=end,
         )
 
     @classmethod
@@ -205,6 +212,8 @@ class RetrieveResult:
     ``status`` is ``"success"`` only when every expected instance reached the callback;
     a cancelled retrieve says ``"cancelled"``. A retrieve that lost instances for any other
     reason raises :class:`~pacslab.pacs.errors.RetrieveIncomplete` carrying this result.
+    ``missing_uids`` comes from listing the instances on the PACS; ``missing_known`` is False
+    when that listing could not be made (the PACS went away first).
     """
 
     method: str
@@ -221,6 +230,7 @@ class RetrieveResult:
     status_code: int | None = None
     elapsed: float = 0.0
     messages: tuple[str, ...] = ()
+    missing_known: bool = True
 
     @property
     def ok(self) -> bool:

@@ -57,6 +57,7 @@ __all__ = ["DicomwebClient"]
 LOGGER = logging.getLogger(__name__)
 
 # "*": every instance in the transfer syntax it is stored in, so the server need not transcode.
+_SOP_INSTANCE_UID = "00080018"
 _TEXT_KEYS = frozenset(
     {"PatientName", "PatientID", "AccessionNumber", "StudyDescription", "SeriesDescription"}
 )
@@ -367,13 +368,16 @@ class DicomwebClient:
     def _expected(self, request: RetrieveRequest, messages: list[str]) -> list[str] | None:
         """Every SOP Instance UID of the request, on a session of its own (it runs alongside)."""
         filters = query.make_filters(study_uid=request.study_uid, series_uid=request.series_uid or None)
+        params = query.qido_params("IMAGE", filters)
         with requests.Session() as session:
             try:
-                answers, _ = self._qido("IMAGE", filters, True, self._client(session))
+                raw = self._search("IMAGE", params, None, 0, self._client(session))
             except PacsError as exc:
                 messages.append(f"could not list the instances ({exc})")
                 return None
-        return [str(a.get("SOPInstanceUID", "")) for a in answers if a.get("SOPInstanceUID")]
+        # Only the UIDs are needed: read them from the JSON without building data sets.
+        uids = (item.get(_SOP_INSTANCE_UID, {}).get("Value", [None])[0] for item in raw)
+        return [str(u) for u in uids if u]
 
     def _session_for(
         self,
@@ -451,8 +455,8 @@ class DicomwebClient:
                     close()
             if cancelled or lost is not None:
                 break
-        session.settle(self.config.timeouts.network)
         session.close(self.config.timeouts.network)
+        session.settle(self.config.timeouts.network, clean=lost is None and not cancelled)
         level = request.level
         if cancelled:
             return session.result(level, "cancelled", None, messages)

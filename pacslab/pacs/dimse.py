@@ -675,8 +675,9 @@ class DimseClient:
                 assoc.release()
         if watcher.aborted:
             lost = None
-        session.settle(self.config.timeouts.dimse)
         session.close(self.config.timeouts.dimse)
+        clean = lost is None and final == 0 and not watcher.cancel_sent
+        session.settle(self.config.timeouts.dimse, clean)
         service_key = "get" if service == "C-GET" else "move"
         if final is not None and receiver is not None:
             # Sub-operations end before the final response; give the receiver a moment to
@@ -691,6 +692,16 @@ class DimseClient:
             and nothing_moved
             and not watcher.cancel_sent
         )
+        if (
+            service == "C-GET"
+            and isinstance(lost, AssociationAborted)
+            and nothing_moved
+            and not watcher.cancel_sent
+        ):
+            # Some PACS (Orthanc) drop the association of a C-GET they do not allow.
+            raise RetrieveFailed(
+                None, "the PACS aborted the association", service, "It may not allow C-GET from our AE title."
+            ) from lost
         if refused:
             assert final is not None
             meaning = status_meaning(final, service_key)

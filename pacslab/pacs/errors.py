@@ -162,15 +162,20 @@ class QueryFailed(PacsError):
 
 
 class RetrieveFailed(PacsError):
-    """A retrieve request was refused as a whole (failure status before any transfer)."""
+    """A retrieve request was refused as a whole, before anything was sent.
 
-    def __init__(self, status: int, meaning: str, method: str, detail: str = "") -> None:
+    ``status`` is the DIMSE or HTTP status, or None when the PACS dropped the association
+    instead of answering.
+    """
+
+    def __init__(self, status: int | None, meaning: str, method: str, detail: str = "") -> None:
         self.status = status
         self.meaning = meaning
         self.method = method
         self.detail = detail
         extra = f" {detail}" if detail else ""
-        super().__init__(f"{method} failed with status 0x{status:04X} ({meaning}).{extra}")
+        code = "without a status" if status is None else f"with status 0x{status:04X}"
+        super().__init__(f"{method} failed {code} ({meaning}).{extra}")
 
 
 class MoveDestinationUnknown(RetrieveFailed):
@@ -215,9 +220,13 @@ class RetrieveIncomplete(PacsError):
         self.warning = result.warning
         self.expected = result.expected
         expected = "?" if result.expected is None else str(result.expected)
+        if result.missing_known:
+            missing = f"{len(result.missing_uids)} missing"
+        else:
+            missing = "which ones are missing is unknown: the PACS could not list them"
         super().__init__(
             f"retrieve incomplete: {result.received} of {expected} instances received "
-            f"({result.failed} failed, {len(result.missing_uids)} missing): {reason}. "
+            f"({result.failed} failed, {missing}): {reason}. "
             "What arrived has been kept; retry to fetch the rest."
         )
 

@@ -140,8 +140,17 @@ class RetrieveSession:
         self._lister = threading.Thread(target=run, name="pacslab-listing", daemon=True)
         self._lister.start()
 
-    def settle(self, timeout: float) -> None:
-        """Wait (up to ``timeout`` s) for the background listing, if any."""
+    def settle(self, timeout: float, clean: bool = False) -> None:
+        """Wait (up to ``timeout`` s) for the background listing, when it is needed.
+
+        ``clean`` says the transfer ended without any error; then, if every instance the PACS
+        counted arrived, the list adds nothing and is not waited for.
+        """
+        with self._changed:
+            counted = self.expected_count
+            complete = counted is not None and len(self._received_set) >= counted and not self.rejected_uids
+        if clean and complete:
+            return
         if self._lister is not None:
             self._lister.join(timeout)
 
@@ -252,6 +261,7 @@ class RetrieveSession:
                 status_code=status_code,
                 elapsed=time.monotonic() - self.started,
                 messages=(*messages, *self.errors),
+                missing_known=self.expected_uids is not None,
             )
 
 
