@@ -13,7 +13,7 @@ import dask_cluster
 from pacslab.jobs import ProcessorNotOnWorkersError, run_job
 from pacslab.processing import ParameterError, UnknownProcessorError, processor, registry
 from pacslab.store import SliceStore
-from pacslab.store.results import ResultBusyError, ResultReader
+from pacslab.store.results import ResultBusyError, ResultNotReadyError, ResultReader
 from tests.jobs.conftest import Recorder, ct_planes, put_series
 
 CT = "1.2.826.0.1.3680043.10.1338.1"
@@ -189,5 +189,26 @@ def test_the_same_job_twice_at_once_is_refused(client: Client, store: SliceStore
     try:
         with pytest.raises(ResultBusyError, match="being written by another job"):
             run_job(client, store, "test_logged_copy", params, [uid])
+    finally:
+        job.cancel()
+
+
+def test_a_viewer_reads_finished_slices_while_the_job_writes(client: Client, store: SliceStore) -> None:
+    planes = ct_planes(910, 8)
+    uid = put_series(store, "1.2.910", planes)
+    recorder = Recorder()
+    params = {"cost_s": 0.005}
+    job = run_job(client, store, "test_logged_copy", params, [uid], on_progress=recorder, batch_size=5)
+    try:
+        recorder.wait_for(lambda e: e.done >= 10)
+        reader = ResultReader(job.result_paths[uid])
+        done = reader.done_mask()
+        print(f"viewer: {int(done.sum())} slices done while {int((~done).sum())} are not")
+        assert done.sum() >= 10
+        assert not done[-1]
+        first = int(np.flatnonzero(done)[0])
+        np.testing.assert_array_equal(reader.read(first), planes[first].astype(np.float32) - 1024)
+        with pytest.raises(ResultNotReadyError):
+            reader.read(909)
     finally:
         job.cancel()
