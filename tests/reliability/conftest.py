@@ -1,0 +1,80 @@
+"""Fixtures of the reliability and security suite: figures, and small helpers shared by its tests.
+
+Every test reports its figures through the ``figures`` fixture: each figure is printed (shown
+by ``pytest -s`` or ``-rA``), listed again at the end of the run, and merged into
+``.test-output/reliability.json`` (item number -> figure name -> value), which the README's
+"Reliability and security" section quotes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+FIGURES_PATH = PROJECT_ROOT / ".test-output" / "reliability.json"
+
+_SESSION_FIGURES: list[tuple[int, str, str, Any]] = []
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (loopback)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _merge_into_file(item: int, name: str, value: Any, test: str) -> None:
+    FIGURES_PATH.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = FIGURES_PATH.with_name(FIGURES_PATH.name + ".lock")
+    with lock_path.open("a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data = json.loads(FIGURES_PATH.read_text()) if FIGURES_PATH.exists() else {}
+        except ValueError:  # a file from an interrupted older format: start again
+            data = {}
+        entry = data.setdefault(str(item), {})
+        entry[name] = {"value": value, "test": test, "measured": dt.datetime.now(dt.UTC).isoformat()}
+        partial = FIGURES_PATH.with_name(FIGURES_PATH.name + ".partial")
+        partial.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+        partial.replace(FIGURES_PATH)
+
+
+class Figures:
+    """Records the figures of one test (the module's ``ITEM`` says which item of the suite)."""
+
+    def __init__(self, item: int, test: str) -> None:
+        self.item = item
+        self.test = test
+        self.recorded: dict[str, Any] = {}
+
+    def __call__(self, name: str, value: Any) -> Any:
+        """Print and keep one figure; returns ``value`` so a test can assert on it in one line."""
+        self.recorded[name] = value
+        print(f"[reliability {self.item}] {name}: {value}", flush=True)
+        _SESSION_FIGURES.append((self.item, self.test, name, value))
+        _merge_into_file(self.item, name, value, self.test)
+        return value
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Figures:
+    """Report figures of this test (printed, summarised at the end, merged into the JSON file)."""
+    item = getattr(request.module, "ITEM", 0)
+    return Figures(int(item), request.node.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """List every figure measured in this run, by item."""
+    if not _SESSION_FIGURES:
+        return
+    terminalreporter.section("reliability figures")
+    for item, _test, name, value in sorted(_SESSION_FIGURES, key=lambda f: f[0]):
+        terminalreporter.write_line(f"{item:>2}. {name}: {value}")
+    terminalreporter.write_line(f"(also in {FIGURES_PATH.relative_to(PROJECT_ROOT)})")
