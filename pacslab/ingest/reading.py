@@ -186,7 +186,7 @@ def _quick_meta(fp: BinaryIO) -> _QuickMeta | None:
     """
     fp.seek(132)
     head = fp.read(12)
-    if len(head) < 12 or head[:4] != b"\x02\x00\x00\x00" or head[4:6] != b"UL":
+    if len(head) < 12 or head[:8] != b"\x02\x00\x00\x00UL\x04\x00":
         return None
     (length,) = struct.unpack("<L", head[8:12])
     if length > 1 << 16:
@@ -385,10 +385,13 @@ def _scan(
 
     rows = _int_attr(ds, "Rows", name)
     cols = _int_attr(ds, "Columns", name)
-    samples = _int_attr(ds, "SamplesPerPixel", name, 1)
+    # Type 1 in the Image Pixel module, and pydicom will not decode without them: no defaults.
+    samples = _int_attr(ds, "SamplesPerPixel", name)
     bits_allocated = _int_attr(ds, "BitsAllocated", name)
-    bits_stored = _int_attr(ds, "BitsStored", name, bits_allocated)
-    representation = _int_attr(ds, "PixelRepresentation", name, 0)
+    bits_stored = _int_attr(ds, "BitsStored", name)
+    representation = _int_attr(ds, "PixelRepresentation", name)
+    if not text_of(ds, "PhotometricInterpretation"):
+        raise MalformedDicom(name, "PhotometricInterpretation is missing")
     frames = _int_attr(ds, "NumberOfFrames", name, 1)
     if rows < 1 or cols < 1 or samples < 1 or frames < 1:
         raise MalformedDicom(name, f"impossible image size {rows}x{cols}, {samples} samples, {frames} frames")
