@@ -101,12 +101,22 @@ def _body(ds: Dataset, implicit: bool = False) -> bytes:
 
 
 def encode(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) -> bytes:
-    """``ds`` as a Part 10 file (explicit VR little endian unless told otherwise)."""
-    buffer = io.BytesIO()
+    """``ds`` as a Part 10 file (explicit VR little endian unless told otherwise).
+
+    Any transfer syntax UID may be named, also one pydicom does not know: the dataset is
+    then encoded explicit VR little endian, as every compressed syntax is.
+    """
+    syntax = UID(transfer_syntax)
+    if syntax.is_transfer_syntax and not syntax.is_deflated:
+        buffer = io.BytesIO()
+        ds = ds.copy()
+        ds.file_meta = _meta(ds, transfer_syntax)
+        ds.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
     ds = ds.copy()
-    ds.file_meta = _meta(ds, transfer_syntax)
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    if "PixelData" in ds and ds.PixelData[:4] == b"\xfe\xff\x00\xe0":
+        ds["PixelData"].is_undefined_length = True
+    return _head(_meta(ds, transfer_syntax)) + _body(ds)
 
 
 def deflate_bomb(inflated_bytes: int = 1 << 30) -> bytes:

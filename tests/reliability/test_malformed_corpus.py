@@ -82,14 +82,6 @@ def test_every_file_is_stored_whole_or_refused_by_name(corpus_run: CorpusRun, fi
     assert accepted + sum(by_error.values()) == len(entries)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pacslab/ingest/reading.py:388-391 defaults SamplesPerPixel to 1, BitsStored to BitsAllocated "
-        "and PixelRepresentation to 0 when they are missing (Type 1 in the Image Pixel module), so a "
-        "file whose header lost one is stored although pydicom refuses to decode it"
-    ),
-)
 def test_stored_files_hold_what_pydicom_decodes(corpus_run: CorpusRun, figures: Figures) -> None:
     answered = corpus_run.answered()
     mutant_results = [r for i, r in answered.items() if corpus_run.entries[i]["kind"] != "bundled"]
