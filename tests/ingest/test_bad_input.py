@@ -8,6 +8,7 @@ import zlib
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -312,3 +313,13 @@ def test_uid_with_control_characters_is_refused(store: SliceStore, tmp_path: Pat
         path = save(ds, tmp_path / "ctl.dcm")
     error = refused(store, path, MalformedDicom)
     assert "SeriesInstanceUID" in str(error)
+
+
+@pytest.mark.parametrize(
+    "keyword", ["SamplesPerPixel", "BitsStored", "PixelRepresentation", "PhotometricInterpretation"]
+)
+def test_missing_pixel_description_is_refused(store: SliceStore, tmp_path: Path, keyword: str) -> None:
+    ds = one_ct(tmp_path)
+    delattr(ds, keyword)
+    error = refused(store, save(ds, tmp_path / "missing.dcm"), MalformedDicom)
+    assert keyword in str(error)
