@@ -46,7 +46,9 @@ class ProcessorsPlugin(WorkerPlugin):
                 self.client_version,
             )
         for proc in self.processors:
-            worker_registry.register(proc)
+            # No listeners: in a threads-only local cluster this registry is the client's own,
+            # whose listener would send the plugin again from inside this setup.
+            worker_registry.register(proc, notify=False)
 
 
 def register_processors(client: Client) -> None:

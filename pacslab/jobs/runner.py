@@ -182,6 +182,10 @@ class Job:
 
     # -- public ----------------------------------------------------------------------------
 
+    def __repr__(self) -> str:
+        p = self.progress
+        return f"<Job {self.job_id}: {p.status}, {p.done}/{p.total} done, {p.failed} failed>"
+
     @property
     def status(self) -> JobStatus:
         return self._status

@@ -199,8 +199,10 @@ class ProcessorRegistry:
         self._listeners: list[Callable[[Processor], None]] = []
         self._lock = threading.RLock()
 
-    def register(self, proc: Processor) -> Processor:
+    def register(self, proc: Processor, *, notify: bool = True) -> Processor:
         """Add ``proc``; a notebook may re-register its own processor under the same name.
+
+        ``notify=False`` skips the listeners (a worker plugin installing processors it was sent).
 
         Raises
         ------
@@ -214,7 +216,7 @@ class ProcessorRegistry:
                     f"processor name {proc.name!r} belongs to a {existing.origin} processor; choose another"
                 )
             self._processors[proc.name] = proc
-            listeners = list(self._listeners)
+            listeners = list(self._listeners) if notify else []
         for listener in listeners:
             listener(proc)
         return proc
