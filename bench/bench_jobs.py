@@ -14,7 +14,9 @@ each way reading the slices from the store:
 
 Then the scheduling overhead per slice for a trivial processor (a copy) on the 1,000 slices:
 ``(job time - serial time / 2) / slices``, i.e. what the job adds beyond a perfect split of the
-serial work over 2 workers (writing the results included). The batch size chosen is printed.
+serial work over 2 workers (writing the results included). The batch size chosen is printed,
+and the CPU seconds each way used: on a machine shared with other work the wall-time ratios
+move with its load (printed too), the CPU totals much less.
 
 Usage: ``python bench/bench_jobs.py [--ct-slices 120] [--many 1000] [--target-ms 10]``
 """
@@ -22,6 +24,7 @@ Usage: ``python bench/bench_jobs.py [--ct-slices 120] [--many 1000] [--target-ms
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -97,13 +100,18 @@ def pick_sigma(sample: np.ndarray, target_s: float) -> float:
     return 32.0
 
 
-def serial(store: SliceStore, uid: str, name: str, params: dict[str, Any]) -> float:
+def serial(store: SliceStore, uid: str, name: str, params: dict[str, Any]) -> tuple[float, float]:
+    """Wall and CPU seconds of a plain loop."""
     proc = registry.get(name)
     checked = proc.validate(params)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for index in range(store.series(uid).n_slices):
         proc.apply(store.read_slice(uid, index, rescaled=True), checked)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def _cpu_seconds() -> float:
+    return time.process_time()
 
 
 def _pool_chunk(path: str, indices: list[int], name: str, params: dict[str, Any]) -> int:
@@ -129,13 +137,18 @@ def pool(
     return time.perf_counter() - start
 
 
-def job(client: Any, store: SliceStore, uid: str, name: str, params: dict[str, Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
+def job(
+    client: Any, store: SliceStore, uid: str, name: str, params: dict[str, Any]
+) -> tuple[float, Any, float]:
+    """Wall seconds, summary and CPU seconds (client process plus workers) of a job."""
+    workers_cpu = sum(client.run(_cpu_seconds).values())
+    start, cpu = time.perf_counter(), time.process_time()
     summary = run_job(client, store, name, params, [uid]).wait()
     elapsed = time.perf_counter() - start
+    used = time.process_time() - cpu + sum(client.run(_cpu_seconds).values()) - workers_cpu
     # The next run must compute again, not resume from these results.
     shutil.rmtree(Path(summary.result_paths[uid]).parent)
-    return elapsed, summary
+    return elapsed, summary, used
 
 
 def best_of(repeat: int, *runs: Any) -> list[Any]:
@@ -165,7 +178,7 @@ def compare(
 ) -> None:
     n = store.series(uid).n_slices
     params = {"sigma": sigma}
-    t_serial, t_pool, (t_job, summary) = best_of(
+    (t_serial, cpu_serial), t_pool, (t_job, summary, cpu_job) = best_of(
         repeat,
         lambda: serial(store, uid, "gaussian_denoise", params),
         lambda: pool(executor, store, uid, "gaussian_denoise", params),
@@ -180,6 +193,7 @@ def compare(
         f"{label}: job/serial speed-up {t_serial / t_job:.2f}x (target >= 1.7x), "
         f"ProcessPool(2)/serial {t_serial / t_pool:.2f}x, job vs ProcessPool(2) {t_pool / t_job:.2f}x"
     )
+    print(f"{label}: CPU seconds, job (client + workers) {cpu_job:.2f} vs serial {cpu_serial:.2f}")
 
 
 def main() -> None:
@@ -202,6 +216,9 @@ def main() -> None:
         warm = store_volume(store, "1.2.826.0.1.3680043.10.1338.902", small[:8], 1.0)
         sigma_ct = pick_sigma(store.read_slice(ct, args.ct_slices // 2, rescaled=True), args.target_ms / 1000)
         sigma_many = pick_sigma(store.read_slice(many, 60, rescaled=True), args.target_ms / 1000)
+        print(
+            f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores"
+        )
         client = dask_cluster.connect(Config(), n_workers=2, threads_per_worker=1, dashboard_address=None)
         try:
             with ProcessPoolExecutor(2) as executor:
@@ -214,7 +231,7 @@ def main() -> None:
                 ("bench_mean", "scheduling overhead"),
                 ("bench_copy", "with every pixel sent back"),
             ):
-                t_serial, (t_job, summary) = best_of(
+                (t_serial, _), (t_job, summary, _) = best_of(
                     args.repeat,
                     lambda n=name: serial(store, many, n, {}),
                     lambda n=name: job(client, store, many, n, {}),
@@ -229,6 +246,7 @@ def main() -> None:
         finally:
             client.close()
             store.close()
+        print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
