@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,22 +18,47 @@ if TYPE_CHECKING:
 
 __all__ = ["DeidentifiedExport", "deidentified_export", "send_to_pacs", "write_folder"]
 
+# PS3.5 9.1: digits and dots, no empty component, at most 64 characters. Only such a value may
+# name a file: anything else ('..', '/', NUL) could place it outside the folder.
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def _file_name_uid(ds: Dataset, keyword: str) -> str:
+    value = str(ds.get(keyword, "") or "")
+    if len(value) > 64 or not _UID.fullmatch(value):
+        raise ExportError(
+            f"{keyword} {value[:80]!r} is not a valid UID (digits and dots, at most 64 characters), so it "
+            "cannot name a file; nothing was written. Export de-identified copies, which get new UIDs, "
+            "or correct the UID at its source"
+        )
+    return value
+
 
 def write_folder(datasets: Sequence[Dataset], folder: Path | str) -> list[Path]:
     """Write each dataset as ``folder/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``.
 
     Files are written under a temporary name and renamed, so a reader never sees half a file;
-    writing the same result again replaces the same files (the UIDs are deterministic).
+    writing the same result again replaces the same files (the UIDs are deterministic). Every
+    UID is checked before anything is written.
 
     Returns
     -------
     list of pathlib.Path
         One path per dataset, in order.
+
+    Raises
+    ------
+    ExportError
+        A Series or SOP Instance UID is not a valid UID (nothing is written then), or a file
+        cannot be written.
     """
     root = Path(folder)
+    targets = [
+        root / _file_name_uid(ds, "SeriesInstanceUID") / f"{_file_name_uid(ds, 'SOPInstanceUID')}.dcm"
+        for ds in datasets
+    ]
     paths: list[Path] = []
-    for ds in datasets:
-        target = root / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
+    for ds, target in zip(datasets, targets, strict=True):
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         try:
