@@ -59,6 +59,8 @@ _PIXEL_TAGS = {
     DOUBLE_PIXEL_DATA: "DoubleFloatPixelData",
 }
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+# The value representations of the File Meta Information elements (PS3.10 table 7.1-1).
+_META_VRS = {b"AE", b"OB", b"SH", b"UI", b"UL", b"UR"}
 _PIXEL_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"UN"}
 _FAST_SYNTAXES = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 _FAST_PHOTOMETRIC = {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"}
@@ -201,6 +203,8 @@ def _quick_meta(fp: BinaryIO) -> _QuickMeta | None:
         if group != 2:
             return None
         vr = meta[pos + 4 : pos + 6]
+        if vr not in _META_VRS:
+            return None  # let pydicom judge the odd file meta, exactly as it would alone
         if vr in _LONG_VRS:
             (size,) = struct.unpack("<L", meta[pos + 8 : pos + 12])
             pos += 12
