@@ -38,6 +38,7 @@ from pacslab.pacs.association import (
     VERIFICATION,
     Connector,
     accepted_uid,
+    busy,
     status_category,
     status_meaning,
     storage_contexts,
@@ -232,7 +233,8 @@ class DimseClient:
                 if self._keep_open:
                     self._query_assoc = assoc
             try:
-                yield assoc
+                with busy(assoc):
+                    yield assoc
             finally:
                 if not self._keep_open:
                     if assoc.is_established:

@@ -21,8 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.valuerep import PersonName
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PN_DELIMS, TEXT_VR_DELIMS
 
 from pacslab.pacs.client import InstanceMatch, PatientMatch, SeriesMatch, StudyMatch
 from pacslab.pacs.errors import QueryFilterError
@@ -355,90 +359,125 @@ def qido_fields(level: Level) -> list[str]:
     return list(RETURN_KEYS[level])
 
 
-def _str(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    if value is None:
-        return ""
-    if isinstance(value, PersonName):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
+class _Answer:
+    """Reads the few attributes a record needs from one answer.
+
+    A C-FIND answer arrives as still-encoded elements; pydicom's full conversion of each
+    (about 100 us) made reading 2,000 answers slower than receiving them. Text is decoded here
+    straight from the element's bytes with pydicom's own character-set decoding; every other
+    value (and QIDO-RS JSON answers, already decoded) goes through pydicom as usual.
+    """
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+        self._encodings: list[str] | None = None
+
+    def _codecs(self) -> list[str]:
+        if self._encodings is None:
+            charset = self.ds.get("SpecificCharacterSet") if 0x00080005 in self.ds else None
+            self._encodings = convert_encodings(charset or None)
+        return self._encodings
+
+    def text(self, keyword: str) -> str:
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            return ""
+        elem = self.ds.get_item(tag)
+        if elem is None:
+            return ""
+        if isinstance(elem, RawDataElement):
+            vr = elem.VR or dictionary_VR(tag)
+            if vr in _TEXT_VRS:
+                if not elem.value:
+                    return ""
+                delimiters = PN_DELIMS if vr == "PN" else TEXT_VR_DELIMS
+                if vr in _CHARSET_VRS:
+                    text = decode_bytes(elem.value, self._codecs(), delimiters)
+                else:
+                    text = elem.value.decode("ascii", errors="replace")
+                return text.strip(" \x00")
+        value = self.ds[tag].value
+        if value is None:
+            return ""
+        if isinstance(value, MultiValue | list | tuple):
+            return "\\".join(str(v) for v in value)
+        return str(value).strip()
+
+    def number(self, keyword: str) -> int | None:
+        text = self.text(keyword)
+        try:
+            return int(text) if text else None
+        except ValueError:
+            return None
+
+    def values(self, keyword: str) -> tuple[str, ...]:
+        return tuple(v for v in self.text(keyword).split("\\") if v)
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _multi(ds: Dataset, keyword: str) -> tuple[str, ...]:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return ()
-    if isinstance(value, str):
-        return tuple(v for v in value.split("\\") if v)
-    return tuple(str(v) for v in value if str(v))
+_TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UT"}
+)
+_CHARSET_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 
 
 def patient_from(ds: Dataset) -> PatientMatch:
     """A :class:`PatientMatch` from a C-FIND answer or a QIDO-RS JSON data set."""
+    a = _Answer(ds)
     return PatientMatch(
-        patient_id=_str(ds, "PatientID"),
-        patient_name=_str(ds, "PatientName"),
-        patient_birth_date=_str(ds, "PatientBirthDate"),
-        patient_sex=_str(ds, "PatientSex"),
-        n_studies=_int(ds, "NumberOfPatientRelatedStudies"),
+        patient_id=a.text("PatientID"),
+        patient_name=a.text("PatientName"),
+        patient_birth_date=a.text("PatientBirthDate"),
+        patient_sex=a.text("PatientSex"),
+        n_studies=a.number("NumberOfPatientRelatedStudies"),
     )
 
 
 def study_from(ds: Dataset) -> StudyMatch:
     """A :class:`StudyMatch` from a C-FIND answer or a QIDO-RS JSON data set."""
+    a = _Answer(ds)
     return StudyMatch(
-        study_uid=_str(ds, "StudyInstanceUID"),
-        patient_id=_str(ds, "PatientID"),
-        patient_name=_str(ds, "PatientName"),
-        patient_birth_date=_str(ds, "PatientBirthDate"),
-        study_date=_str(ds, "StudyDate"),
-        study_time=_str(ds, "StudyTime"),
-        accession_number=_str(ds, "AccessionNumber"),
-        study_description=_str(ds, "StudyDescription"),
-        modalities=_multi(ds, "ModalitiesInStudy"),
-        n_series=_int(ds, "NumberOfStudyRelatedSeries"),
-        n_instances=_int(ds, "NumberOfStudyRelatedInstances"),
+        study_uid=a.text("StudyInstanceUID"),
+        patient_id=a.text("PatientID"),
+        patient_name=a.text("PatientName"),
+        patient_birth_date=a.text("PatientBirthDate"),
+        study_date=a.text("StudyDate"),
+        study_time=a.text("StudyTime"),
+        accession_number=a.text("AccessionNumber"),
+        study_description=a.text("StudyDescription"),
+        modalities=a.values("ModalitiesInStudy"),
+        n_series=a.number("NumberOfStudyRelatedSeries"),
+        n_instances=a.number("NumberOfStudyRelatedInstances"),
     )
 
 
 def series_from(ds: Dataset) -> SeriesMatch:
     """A :class:`SeriesMatch` from a C-FIND answer or a QIDO-RS JSON data set."""
+    a = _Answer(ds)
     return SeriesMatch(
-        series_uid=_str(ds, "SeriesInstanceUID"),
-        study_uid=_str(ds, "StudyInstanceUID"),
-        modality=_str(ds, "Modality"),
-        series_number=_int(ds, "SeriesNumber"),
-        series_description=_str(ds, "SeriesDescription"),
-        series_date=_str(ds, "SeriesDate"),
-        body_part=_str(ds, "BodyPartExamined"),
-        n_instances=_int(ds, "NumberOfSeriesRelatedInstances"),
-        patient_id=_str(ds, "PatientID"),
-        patient_name=_str(ds, "PatientName"),
+        series_uid=a.text("SeriesInstanceUID"),
+        study_uid=a.text("StudyInstanceUID"),
+        modality=a.text("Modality"),
+        series_number=a.number("SeriesNumber"),
+        series_description=a.text("SeriesDescription"),
+        series_date=a.text("SeriesDate"),
+        body_part=a.text("BodyPartExamined"),
+        n_instances=a.number("NumberOfSeriesRelatedInstances"),
+        patient_id=a.text("PatientID"),
+        patient_name=a.text("PatientName"),
     )
 
 
 def instance_from(ds: Dataset) -> InstanceMatch:
     """An :class:`InstanceMatch` from a C-FIND answer or a QIDO-RS JSON data set."""
+    a = _Answer(ds)
     return InstanceMatch(
-        sop_instance_uid=_str(ds, "SOPInstanceUID"),
-        sop_class_uid=_str(ds, "SOPClassUID"),
-        series_uid=_str(ds, "SeriesInstanceUID"),
-        study_uid=_str(ds, "StudyInstanceUID"),
-        instance_number=_int(ds, "InstanceNumber"),
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
+        sop_instance_uid=a.text("SOPInstanceUID"),
+        sop_class_uid=a.text("SOPClassUID"),
+        series_uid=a.text("SeriesInstanceUID"),
+        study_uid=a.text("StudyInstanceUID"),
+        instance_number=a.number("InstanceNumber"),
+        rows=a.number("Rows"),
+        columns=a.number("Columns"),
     )
 
 

@@ -226,3 +226,32 @@ def test_storage_contexts_fit_the_budget() -> None:
 def test_status_words(code: int, service: str, category: str, words: str) -> None:
     assert status_category(code) == category
     assert words.lower() in status_meaning(code, service).lower()
+
+
+def _as_received(ds: Dataset) -> Dataset:
+    """The data set as a C-FIND answer arrives: encoded, elements not yet converted."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+    from pydicom.filewriter import write_dataset
+
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, True
+    write_dataset(buffer, ds)
+    return read_dataset(BytesIO(buffer.getvalue()), is_implicit_VR=True, is_little_endian=True)
+
+
+def test_names_in_every_character_set_read_as_pydicom_reads_them() -> None:
+    from pydicom.data import get_charset_files
+
+    files = [f for f in get_charset_files("chr*.dcm") if "PatientName" in dcmread(f, stop_before_pixels=True)]
+    assert len(files) >= 10
+    for path in files:
+        source = dcmread(path, stop_before_pixels=True)
+        answer = Dataset()
+        answer.SpecificCharacterSet = source.SpecificCharacterSet
+        answer.PatientName = source.PatientName
+        answer.StudyInstanceUID = "1.2.3"
+        answer.NumberOfStudyRelatedInstances = "7"
+        record = record_from("STUDY", _as_received(answer))
+        assert record.patient_name == str(source.PatientName), path
+        assert record.n_instances == 7
