@@ -113,3 +113,40 @@ def test_reader_during_writes_sees_whole_slices(
     assert store.series(uid).n_slices == 16
     with capsys.disabled():
         print(f"\nreader during 14 new versions: {reads} slice reads, 0 errors, 0 torn slices")
+
+
+def test_reader_process_during_writer_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A viewer process reads while another process writes new versions of the series."""
+    import subprocess
+    import sys
+
+    from tests.store.worker import ROOT
+
+    root = tmp_path / "store"
+    files = write_ct(tmp_path / "ct", n=12, size=32)
+    digests = tmp_path / "digests.txt"
+    digests.write_text(
+        "\n".join(hashlib.sha256(pydicom.dcmread(f).pixel_array.tobytes()).hexdigest() for f in files)
+    )
+    uid = ingest_paths(SliceStore(root), files[:2]).series_uids[0]
+    with subprocess.Popen(
+        [sys.executable, "-m", "tests.store.read_worker", str(root), uid, str(digests)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as reader:
+        assert reader.stdout is not None
+        assert reader.stdin is not None
+        assert reader.stdout.readline().strip() == "reading"
+        for k in range(3, len(files) + 1, 3):
+            with Worker(root, files[:k]) as writer:
+                assert writer.finish() == f"done {k}"
+        out, _ = reader.communicate("stop\n", timeout=120)
+    lines = out.splitlines()
+    reads, problems = int(lines[0].split()[1]), int(lines[0].split()[3])
+    assert problems == 0, lines[1:]
+    assert reads > 0
+    assert SliceStore(root).series(uid).n_slices == 12
+    with capsys.disabled():
+        print(f"\nreader process during 4 writer processes: {reads} slice reads, 0 errors, 0 torn slices")
