@@ -139,7 +139,7 @@ def test_reader_process_during_writer_process(tmp_path: Path, capsys: pytest.Cap
         assert reader.stdout is not None
         assert reader.stdin is not None
         assert reader.stdout.readline().strip() == "reading"
-        for k in range(3, len(files) + 1, 3):
+        for k in (6, len(files)):
             with Worker(root, files[:k]) as writer:
                 assert writer.finish() == f"done {k}"
         out, _ = reader.communicate("stop\n", timeout=120)
@@ -149,4 +149,4 @@ def test_reader_process_during_writer_process(tmp_path: Path, capsys: pytest.Cap
     assert reads > 0
     assert SliceStore(root).series(uid).n_slices == 12
     with capsys.disabled():
-        print(f"\nreader process during 4 writer processes: {reads} slice reads, 0 errors, 0 torn slices")
+        print(f"\nreader process during 2 writer processes: {reads} slice reads, 0 errors, 0 torn slices")
