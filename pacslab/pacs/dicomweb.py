@@ -171,18 +171,17 @@ class DicomwebClient:
 
     def _qido(
         self, level: query.Level, filters: query.QueryFilters, mis: bool, web: _WebClient | None = None
-    ) -> tuple[list[Dataset], bool]:
+    ) -> tuple[list[query.Answer], bool]:
         params = query.qido_params(level, filters)
         if not mis:
             params.pop("ModalitiesInStudy", None)
         checks = _url_safe_params(params)
         page = None if filters.limit is None else filters.limit + 1
-        answers: list[Dataset] = []
+        answers: list[query.Answer] = []
         offset = 0
         while True:
             raw = self._search(level, dict(params), page, offset, web or self._web)
-            batch = [Dataset.from_json(item) for item in raw]
-            answers += [a for a in batch if all(_matches(a, k, v) for k, v in checks.items())]
+            answers += [a for a in raw if all(_matches(a, k, v) for k, v in checks.items())]
             # Checked-out answers can leave a page short: fetch the next one.
             if page is None or len(raw) < page or len(answers) >= page:
                 break
@@ -231,16 +230,17 @@ class DicomwebClient:
             limit=limit,
         )
         answers, _ = self._qido("STUDY", filters.without("limit"), True)
-        patients: dict[tuple[str, str], list[Dataset]] = {}
+        patients: dict[tuple[str, str], list[query.Answer]] = {}
         for a in answers:
-            key = (str(a.get("PatientID", "")), str(a.get("PatientName", "")))
+            match = query.patient_from(a)
+            key = (match.patient_id, match.patient_name)
             patients.setdefault(key, []).append(a)
         records = [
             PatientMatch(
                 patient_id=pid,
                 patient_name=name,
-                patient_birth_date=str(group[0].get("PatientBirthDate", "") or ""),
-                patient_sex=str(group[0].get("PatientSex", "") or ""),
+                patient_birth_date=query.patient_from(group[0]).patient_birth_date,
+                patient_sex=query.patient_from(group[0]).patient_sex,
                 n_studies=len(group),
             )
             for (pid, name), group in patients.items()
@@ -562,10 +562,9 @@ def _url_safe_params(params: dict[str, str]) -> dict[str, str]:
     return checks
 
 
-def _matches(answer: Dataset, keyword: str, pattern: str) -> bool:
+def _matches(answer: query.Answer, keyword: str, pattern: str) -> bool:
     """DICOM matching of one answer value (person names ignore case, as most PACS do)."""
-    value = answer.get(keyword)
-    text = "" if value is None else str(value).strip()
+    text = query.answer_text(answer, keyword)
     if keyword == "PatientName":
         text, pattern = text.upper(), pattern.upper()
     return fnmatch.fnmatchcase(text, pattern.replace("[", "[[]"))

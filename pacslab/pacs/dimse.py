@@ -263,7 +263,9 @@ class DimseClient:
                 raise QueryFailed(int(status.Status), status_meaning(int(status.Status)), "C-ECHO")
         return time.monotonic() - started
 
-    def _c_find(self, assoc: Association, level: query.Level, identifier: Dataset, limit: int | None):  # type: ignore[no-untyped-def]
+    def _c_find(
+        self, assoc: Association, level: query.Level, identifier: Dataset, limit: int | None
+    ) -> tuple[list[Dataset], bool]:
         model = PATIENT_ROOT_FIND if level == "PATIENT" else STUDY_ROOT_FIND
         if accepted_uid(assoc, model) is None:
             raise NoAcceptedContext(self.node.host, self.node.port, "C-FIND", [model])
@@ -294,9 +296,12 @@ class DimseClient:
         return answers, truncated
 
     def _runner(self, assoc: Association) -> query.QueryRunner:
-        def run(level: query.Level, filters: query.QueryFilters, mis: bool) -> tuple[list[Dataset], bool]:
+        def run(
+            level: query.Level, filters: query.QueryFilters, mis: bool
+        ) -> tuple[list[query.Answer], bool]:
             identifier = query.find_identifier(level, filters, modalities_in_study=mis)
-            return self._c_find(assoc, level, identifier, filters.limit)
+            answers, truncated = self._c_find(assoc, level, identifier, filters.limit)
+            return list(answers), truncated
 
         return run
 

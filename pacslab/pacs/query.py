@@ -33,9 +33,11 @@ from pacslab.pacs.errors import QueryFilterError
 
 __all__ = [
     "LEVELS",
+    "Answer",
     "Level",
     "QueryFilters",
     "StudyQueryOutcome",
+    "answer_text",
     "date_filter",
     "find_identifier",
     "find_studies",
@@ -50,6 +52,8 @@ __all__ = [
 ]
 
 Level = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]
+# One query answer: a C-FIND identifier, or a QIDO-RS result in DICOM JSON.
+Answer = Dataset | Mapping[str, Any]
 LEVELS: tuple[Level, ...] = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
 # Attributes asked back at each level (return keys), in addition to the matching keys.
@@ -365,12 +369,29 @@ class _Answer:
     A C-FIND answer arrives as still-encoded elements; pydicom's full conversion of each
     (about 100 us) made reading 2,000 answers slower than receiving them. Text is decoded here
     straight from the element's bytes with pydicom's own character-set decoding; every other
-    value (and QIDO-RS JSON answers, already decoded) goes through pydicom as usual.
+    value goes through pydicom as usual. A QIDO-RS answer is read from its DICOM JSON as is
+    (building a pydicom data set from it cost as much again).
     """
 
-    def __init__(self, ds: Dataset) -> None:
-        self.ds = ds
+    def __init__(self, answer: Answer) -> None:
+        self.json: Mapping[str, Any] | None = None if isinstance(answer, Dataset) else answer
+        self.ds = answer if isinstance(answer, Dataset) else Dataset()
         self._encodings: list[str] | None = None
+
+    def _json_text(self, tag: int) -> str:
+        assert self.json is not None
+        element = self.json.get(f"{tag:08X}")
+        values = element.get("Value") if element else None
+        if not values:
+            return ""
+        parts = []
+        for value in values:
+            if isinstance(value, Mapping):  # a person name: its component groups
+                groups = [str(value.get(g, "")) for g in ("Alphabetic", "Ideographic", "Phonetic")]
+                parts.append("=".join(groups).rstrip("="))
+            else:
+                parts.append(str(value))
+        return "\\".join(parts).strip()
 
     def _codecs(self) -> list[str]:
         if self._encodings is None:
@@ -382,6 +403,8 @@ class _Answer:
         tag = tag_for_keyword(keyword)
         if tag is None:
             return ""
+        if self.json is not None:
+            return self._json_text(tag)
         elem = self.ds.get_item(tag)
         if elem is None:
             return ""
@@ -420,7 +443,12 @@ _TEXT_VRS = frozenset(
 _CHARSET_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 
 
-def patient_from(ds: Dataset) -> PatientMatch:
+def answer_text(answer: Answer, keyword: str) -> str:
+    """The value of ``keyword`` in one answer, as text ("" when absent)."""
+    return _Answer(answer).text(keyword)
+
+
+def patient_from(ds: Answer) -> PatientMatch:
     """A :class:`PatientMatch` from a C-FIND answer or a QIDO-RS JSON data set."""
     a = _Answer(ds)
     return PatientMatch(
@@ -432,7 +460,7 @@ def patient_from(ds: Dataset) -> PatientMatch:
     )
 
 
-def study_from(ds: Dataset) -> StudyMatch:
+def study_from(ds: Answer) -> StudyMatch:
     """A :class:`StudyMatch` from a C-FIND answer or a QIDO-RS JSON data set."""
     a = _Answer(ds)
     return StudyMatch(
@@ -450,7 +478,7 @@ def study_from(ds: Dataset) -> StudyMatch:
     )
 
 
-def series_from(ds: Dataset) -> SeriesMatch:
+def series_from(ds: Answer) -> SeriesMatch:
     """A :class:`SeriesMatch` from a C-FIND answer or a QIDO-RS JSON data set."""
     a = _Answer(ds)
     return SeriesMatch(
@@ -467,7 +495,7 @@ def series_from(ds: Dataset) -> SeriesMatch:
     )
 
 
-def instance_from(ds: Dataset) -> InstanceMatch:
+def instance_from(ds: Answer) -> InstanceMatch:
     """An :class:`InstanceMatch` from a C-FIND answer or a QIDO-RS JSON data set."""
     a = _Answer(ds)
     return InstanceMatch(
@@ -487,7 +515,7 @@ RECORD_TYPES: Mapping[str, type] = {
     "SERIES": SeriesMatch,
     "IMAGE": InstanceMatch,
 }
-_CONVERTERS: Mapping[str, Callable[[Dataset], Any]] = {
+_CONVERTERS: Mapping[str, Callable[[Answer], Any]] = {
     "PATIENT": patient_from,
     "STUDY": study_from,
     "SERIES": series_from,
@@ -495,13 +523,13 @@ _CONVERTERS: Mapping[str, Callable[[Dataset], Any]] = {
 }
 
 
-def record_from(level: Level, ds: Dataset) -> Any:
+def record_from(level: Level, ds: Answer) -> Any:
     """The record type of ``level`` built from one answer."""
     return _CONVERTERS[level](ds)
 
 
 # A query runner: (level, filters, modalities_in_study) -> (answers, truncated)
-QueryRunner = Callable[[Level, QueryFilters, bool], tuple[list[Dataset], bool]]
+QueryRunner = Callable[[Level, QueryFilters, bool], tuple[list[Answer], bool]]
 
 
 @dataclass

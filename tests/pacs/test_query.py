@@ -150,8 +150,11 @@ def test_records_from_answers() -> None:
     assert study == StudyMatch(
         study_uid="1.2.3", patient_name="Doe^John", modalities=("CT", "SEG"), n_instances=12
     )
-    as_json = Dataset.from_json(ds.to_json_dict())
-    assert record_from("STUDY", as_json) == study
+    # A QIDO-RS answer (DICOM JSON), read as it is or as a data set.
+    assert record_from("STUDY", ds.to_json_dict()) == study
+    assert record_from("STUDY", Dataset.from_json(ds.to_json_dict())) == study
+    # A C-FIND answer, still encoded.
+    assert record_from("STUDY", _as_received(ds)) == study
 
 
 def test_query_table_to_dataframe() -> None:
