@@ -69,6 +69,7 @@ _UNCOMPRESSED: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 # A requestor may propose at most 128 presentation contexts (PS3.8 9.3.2.2).
 _MAX_CONTEXTS = 128
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+_MAX_UID = 64  # PS3.5 9.1
 
 
 class ListenError(OSError):
@@ -89,13 +90,24 @@ def check_instance(ds: Dataset) -> None:
     Raises
     ------
     InstanceRejectedError
-        When a UID that places the instance in the hierarchy is missing, or native pixel data
+        When a UID that places the instance in the hierarchy is missing, multi-valued, longer
+        than 64 characters or holds control characters (NUL...), or native pixel data
         is shorter than Rows, Columns, frames and bits say (pydicom reads truncated files
         silently).
     """
     missing = [k for k in _REQUIRED_UIDS if not str(ds.get(k, "") or "").strip()]
     if missing:
         raise InstanceRejectedError(DATASET_DOES_NOT_MATCH, f"missing {', '.join(missing)}")
+    for keyword in _REQUIRED_UIDS:
+        # Odd but printable UIDs are kept (files are named by hash); these cannot be a UID at all,
+        # and a multi-valued one breaks the C-GET/C-MOVE responses that would list it.
+        element = ds[keyword]
+        value = str(element.value)
+        if element.VM != 1 or len(value) > _MAX_UID or not value.isprintable():
+            raise InstanceRejectedError(
+                DATASET_DOES_NOT_MATCH,
+                f"{keyword} is not one UID of at most {_MAX_UID} printable characters: {value[:80]!r}",
+            )
     syntax = UID(ds.file_meta.TransferSyntaxUID)
     if "PixelData" in ds and not syntax.is_compressed:
         try:
