@@ -1,10 +1,12 @@
-"""De-identification at ingest (dicognito) with a pseudonym map kept beside the store.
+"""De-identification at ingest (PS3.15 basic profile) with a pseudonym map kept beside the store.
 
-dicognito replaces names, IDs, UIDs, dates, addresses and equipment details consistently for
-one seed. The seed is a random secret kept in ``pseudonyms.sqlite`` in the store folder, so
-the same patient gets the same pseudonyms in every later ingest and re-ingesting is
-idempotent. That file links pseudonyms to real identities: it is created readable by its
-owner only and must be protected like the source data.
+The profile itself is :func:`pacslab.export.deidentify_dataset` (dicognito for names, IDs,
+UIDs, dates and addresses, then the profile's remaining removals, private tags and the
+de-identification marks), the same code the export uses. The dicognito seed is a random
+secret kept in ``pseudonyms.sqlite`` in the store folder, so the same patient gets the same
+pseudonyms in every later ingest and re-ingesting is idempotent. That file links pseudonyms
+to real identities: it is created readable by its owner only and must be protected like the
+source data.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ from pathlib import Path
 
 from dicognito.anonymizer import Anonymizer
 from pydicom import Dataset
-from pydicom.sequence import Sequence
 
-from pacslab.ingest.errors import BurnedInAnnotation
+from pacslab.ingest.errors import BurnedInAnnotation, MalformedDicom
 from pacslab.store.records import utc_now
 
 __all__ = ["MAPPED_KEYWORDS", "PSEUDONYM_MAP_NAME", "Deidentifier", "PseudonymMap"]
@@ -111,21 +112,19 @@ class Deidentifier:
 
     def __call__(self, ds: Dataset, name: str) -> None:
         """De-identify ``ds`` in place; raise :class:`BurnedInAnnotation` for burned-in images."""
+        from pacslab.export.deidentify import deidentify_dataset
+        from pacslab.export.errors import DeidentificationError
+
         if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
             raise BurnedInAnnotation(
                 name, "BurnedInAnnotation is YES: patient data may be written in the pixels"
             )
         originals = {k: str(ds.get(k, "") or "") for k in MAPPED_KEYWORDS}
-        with self._lock:
-            self._anonymizer.anonymize(ds)
-        ds.remove_private_tags()
-        # The header no longer identifies the patient; pixels were checked for burned-in data above.
-        ds.PatientIdentityRemoved = "YES"
-        code = Dataset()
-        code.CodeValue = "113100"
-        code.CodingSchemeDesignator = "DCM"
-        code.CodeMeaning = "Basic Application Confidentiality Profile"
-        ds.DeidentificationMethodCodeSequence = Sequence([code])
+        try:
+            with self._lock:
+                deidentify_dataset(ds, self._anonymizer)
+        except DeidentificationError as error:
+            raise MalformedDicom(name, str(error)) from error
         pairs = [
             (k, original, str(ds.get(k, "") or ""))
             for k, original in originals.items()

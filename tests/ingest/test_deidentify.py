@@ -23,6 +23,10 @@ def identified_ct(folder: Path, n: int = 3) -> list[Path]:
         ds.ReferringPhysicianName = "House^Gregory"
         ds.InstitutionAddress = "1 Hospital Road"
         ds.add_new(0x00091010, "LO", "private note about Jane")
+        # Free text the basic profile removes too (dicognito alone keeps it).
+        ds.StudyDescription = "Jane's follow-up"
+        ds.ImageComments = "Jane moved"
+        ds.PatientComments = "Jane is allergic"
         ds.BurnedInAnnotation = "NO"
     return write_datasets(folder, datasets)
 
@@ -41,7 +45,7 @@ def test_headers_are_deidentified_and_pixels_kept(store: SliceStore, tmp_path: P
     assert header.PatientIdentityRemoved == "YES"
     assert header.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
     text = str(header)
-    for secret in ("Doe", "MRN-123456", "OLD-9", "House", "Hospital Road", "private note"):
+    for secret in ("Doe", "MRN-123456", "OLD-9", "House", "Hospital Road", "private note", "Jane"):
         assert secret not in text
     assert not any(element.tag.is_private for element in header)
     assert (store.read_slice(uid, 0) == pixels(files[0])).all()
