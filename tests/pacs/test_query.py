@@ -258,3 +258,21 @@ def test_names_in_every_character_set_read_as_pydicom_reads_them() -> None:
         record = record_from("STUDY", _as_received(answer))
         assert record.patient_name == str(source.PatientName), path
         assert record.n_instances == 7
+
+
+def test_connect_pacs_picks_the_transport_of_the_node() -> None:
+    from pacslab.config import Config, PacsNode
+    from pacslab.pacs import PacsClient, connect_pacs
+    from pacslab.pacs.dicomweb import DicomwebClient
+    from pacslab.pacs.dimse import DimseClient
+
+    dimse = PacsNode("a", "A", "127.0.0.1", 11112)
+    web = PacsNode("w", "W", "127.0.0.1", 8042, "dicomweb", "http://127.0.0.1:8042/dicom-web")
+    config = Config(nodes=(dimse, web), default_node="a")
+    # Nothing is sent until the first call, so no server is needed here.
+    assert isinstance(connect_pacs(dimse, config), DimseClient)
+    assert isinstance(connect_pacs(web, config), DicomwebClient)
+    for node in (dimse, web):
+        assert isinstance(connect_pacs(node, config), PacsClient)
+    with pytest.raises(QueryFilterError, match="no DICOMweb URL"):
+        DicomwebClient(PacsNode("x", "X", transport="dicomweb"), config)
