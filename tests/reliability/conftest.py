@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import multiprocessing
 import socket
+from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +80,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for item, _test, name, value in sorted(_SESSION_FIGURES, key=lambda f: f[0]):
         terminalreporter.write_line(f"{item:>2}. {name}: {value}")
     terminalreporter.write_line(f"(also in {FIGURES_PATH.relative_to(PROJECT_ROOT)})")
+
+
+@pytest.fixture(scope="session")
+def forkserver() -> ForkServerContext:
+    """Processes forked from a clean server that has pacslab's writers imported (fast to start)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.reliability.writers"])
+    return context

@@ -10,7 +10,6 @@ from what was sent.
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 import signal
 import threading
@@ -28,7 +27,7 @@ from pacslab.store import SliceStore, read_series_slices
 from pacslab.store.results import ResultReader, ResultWriter
 from tests.reliability.conftest import Figures
 from tests.reliability.dicom_bytes import encode, series
-from tests.reliability.killed_writer import PROVENANCE, ingest_uploads, result_pattern, write_results
+from tests.reliability.writers import PROVENANCE, ingest_uploads, result_pattern, write_results
 
 ITEM = 7
 KILLS = 50
@@ -36,13 +35,6 @@ MAX_TRIALS = 90
 N_RESULT_SLICES = 40
 
 pytestmark = pytest.mark.timeout(400)
-
-
-@pytest.fixture(scope="module")
-def forkserver() -> ForkServerContext:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tests.reliability.killed_writer"])
-    return context
 
 
 def run_and_kill(

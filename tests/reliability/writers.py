@@ -1,4 +1,4 @@
-"""Writers that a test kills with SIGKILL: an ingest and a job's result writer, each reporting acks.
+"""Writer processes for the tests: an ingest and a job's result writer, each reporting acks.
 
 They run in processes forked from a forkserver (cheap to start, nothing inherited from the
 test process's threads) and send over a pipe what they have acknowledged: an ingest
@@ -8,6 +8,8 @@ series once ``finish`` returns; the result writer acknowledges a slice once ``wr
 
 from __future__ import annotations
 
+import time
+import zlib
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -17,7 +19,15 @@ from pacslab.ingest import Ingest
 from pacslab.store import SliceStore
 from pacslab.store.results import ResultWriter
 
-__all__ = ["PROVENANCE", "ingest_uploads", "result_pattern", "write_results"]
+__all__ = [
+    "PROVENANCE",
+    "checksummed_slice",
+    "ingest_uploads",
+    "result_pattern",
+    "slice_is_whole",
+    "write_checksummed",
+    "write_results",
+]
 
 SHAPE = (16, 16)
 PROVENANCE = {
@@ -56,3 +66,32 @@ def write_results(path: str, n_slices: int, order: list[int], acks: Connection) 
             writer.write(index, result_pattern(index))
             acks.send(("written", index))
     acks.send(("closed", -1))
+
+
+def checksummed_slice(index: int) -> np.ndarray:
+    """Slice ``index``: pseudo-random values whose last one is the CRC-32 of the others."""
+    values = np.random.default_rng(index).integers(1, 1 << 30, size=SHAPE[0] * SHAPE[1], dtype=np.int32)
+    values[-1] = zlib.crc32(values[:-1].tobytes()) & 0x7FFFFFFF
+    return values.reshape(SHAPE)
+
+
+def slice_is_whole(values: np.ndarray, index: int) -> bool:
+    """The slice carries its own checksum and is the one written at ``index``."""
+    flat = np.asarray(values, dtype=np.int32).ravel()
+    return int(flat[-1]) == zlib.crc32(flat[:-1].tobytes()) & 0x7FFFFFFF and np.array_equal(
+        values, checksummed_slice(index)
+    )
+
+
+def write_checksummed(path: str, n_slices: int, batch: int, acks: Connection) -> None:
+    """Write ``n_slices`` checksummed slices in batches, as a job's writer does; ack each batch.
+
+    Each ack carries the batch's indices and the monotonic time its ``write_many`` returned
+    (the clock is the same in every process of the machine).
+    """
+    provenance = {**PROVENANCE, "processor": "checksummed"}
+    with ResultWriter(Path(path), "image", n_slices, SHAPE, np.int32, provenance) as writer:
+        for start in range(0, n_slices, batch):
+            indices = list(range(start, min(start + batch, n_slices)))
+            writer.write_many([(i, checksummed_slice(i)) for i in indices])
+            acks.send((indices, time.monotonic()))
