@@ -36,7 +36,14 @@ class _Output:
                 self.lines.put(line.rstrip())
             self.lines.put(None)
 
-        threading.Thread(target=pump, daemon=True).start()
+        self.stream = stream
+        self.thread = threading.Thread(target=pump, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """After the demo exited: let the reader reach end of file, then close the pipe."""
+        self.thread.join(timeout=30)
+        self.stream.close()
 
     def wait_for(self, marker: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -76,6 +83,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
+        output.close()
 
 
 def test_dashboard_lists_the_sample_studies(demo: Demo) -> None:
