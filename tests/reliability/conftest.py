@@ -88,3 +88,13 @@ def forkserver() -> ForkServerContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["tests.reliability.writers"])
     return context
+
+
+@pytest.fixture(scope="session")
+def job_client(dask_client: Any) -> Any:
+    """The shared 2-worker test cluster, with the misbehaving test processors on its workers."""
+    import dask_cluster
+    from tests.jobs import processors  # noqa: F401 - registers them
+
+    dask_cluster.register_processors(dask_client)
+    return dask_client

@@ -1,0 +1,115 @@
+"""Item 9: workers killed under a job: every slice written exactly once, a poison slice reported.
+
+On the shared test cluster (two worker processes under nannies): a worker is SIGKILLed while a
+1,000-slice job runs, and a processor that kills its worker on one slice runs over 60
+slices. On a plain scheduler whose only worker (no nanny) is killed: the job stops with a
+named error instead of waiting for workers that will never come, and leaves no thread waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dask_cluster
+from pacslab.config import Config
+from pacslab.jobs import NoWorkersError, run_job
+from pacslab.store import SliceStore
+from pacslab.store.results import ResultReader
+from tests.jobs.conftest import Recorder, ct_planes, put_series
+from tests.reliability.conftest import Figures
+from tests.reliability.plain_cluster import PlainScheduler
+
+ITEM = 9
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def written_once(path: Path) -> tuple[int, int, int]:
+    """(slices done, slices missing, slices written more than once) of a result file."""
+    reader = ResultReader(path)
+    done, counts = reader.done_mask(), reader.write_counts()
+    return int(done.sum()), int((~done).sum()), int((counts > 1).sum())
+
+
+def test_a_worker_killed_during_a_thousand_slice_job(
+    job_client: Any, store: SliceStore, figures: Figures
+) -> None:
+    uid = put_series(store, "1.2.826.0.1.3680043.10.1338.901", ct_planes(1000, 8))
+    recorder = Recorder()
+    job = run_job(job_client, store, "test_logged_copy", {"cost_s": 0.002}, [uid], on_progress=recorder)
+    recorder.wait_for(lambda e: e.done >= 200)
+    victim = sorted(job_client.scheduler_info()["workers"])[0]
+    pid = job_client.run(os.getpid, workers=[victim])[victim]
+    os.kill(pid, signal.SIGKILL)
+    done_at_kill = job.progress.done
+    summary = job.wait(240)
+    job_client.wait_for_workers(2, timeout=120)  # the nanny brings it back for the next tests
+
+    figure = written_once(summary.result_paths[uid])
+    figures("worker killed at", f"{done_at_kill} of 1000 slices done")
+    figures("done, missing, written twice", figure)
+    figures("duplicate results received (skipped by the writer)", summary.duplicates)
+    assert summary.status == "done"
+    assert figure == (1000, 0, 0)
+
+
+def test_a_poison_slice_is_reported_failed(job_client: Any, store: SliceStore, figures: Figures) -> None:
+    uid = put_series(store, "1.2.826.0.1.3680043.10.1338.902", ct_planes(60, 8))
+    started = time.monotonic()
+    summary = run_job(job_client, store, "test_crash_on", {"index": 17}, [uid]).wait(240)
+    seconds = time.monotonic() - started
+    job_client.wait_for_workers(2, timeout=120)
+
+    figures("poison slice reported failed after (s)", round(seconds, 1))
+    figures("other slices done, written twice", (summary.done, written_once(summary.result_paths[uid])[2]))
+    assert (summary.status, summary.done, summary.failed) == ("done", 59, 1)
+    [failure] = summary.failures
+    assert failure.index == 17
+    assert "worker process died" in failure.error
+
+
+def test_no_workers_left_stops_the_job(tmp_path: Path, store: SliceStore, figures: Figures) -> None:
+    from tests.jobs import processors  # noqa: F401 - sent to the workers by connect()
+
+    cluster = PlainScheduler(tmp_path)
+    try:
+        worker = cluster.add_worker()
+        client = dask_cluster.connect(Config(scheduler_address=cluster.address), timeout=60)
+        with client:
+            client.wait_for_workers(1, timeout=120)
+            uid = put_series(store, "1.2.826.0.1.3680043.10.1338.903", ct_planes(200, 8))
+            recorder = Recorder()
+            job = run_job(
+                client,
+                store,
+                "test_logged_copy",
+                {"cost_s": 0.02},
+                [uid],
+                on_progress=recorder,
+                no_workers_timeout=3,
+            )
+            recorder.wait_for(lambda e: e.done >= 5)
+            cluster.kill(worker)
+            killed = time.monotonic()
+            with pytest.raises(NoWorkersError, match="no workers for 3 s") as caught:
+                job.wait(60)
+            seconds = time.monotonic() - killed
+            waiting = [
+                t.name for t in threading.enumerate() if t.name.startswith(f"pacslab-job-{job.job_id}")
+            ]
+    finally:
+        cluster.stop()
+    summary = caught.value.summary
+    assert summary is not None
+    figures("no workers: the job stopped after (s, timeout 3 s)", round(seconds, 1))
+    figures("job threads still waiting afterwards", len(waiting))
+    assert waiting == []
+    assert summary.status == "failed"
+    assert store.job(summary.job_id).status == "failed"
