@@ -32,6 +32,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def written_once(path: Path) -> tuple[int, int, int]:
+    """(slices done, slices missing, slices written more than once) of a job's result file."""
+    from pacslab.store.results import ResultReader
+
+    reader = ResultReader(path)
+    done, counts = reader.done_mask(), reader.write_counts()
+    return int(done.sum()), int((~done).sum()), int((counts > 1).sum())
+
+
 def _merge_into_file(item: int, name: str, value: Any, test: str) -> None:
     FIGURES_PATH.parent.mkdir(parents=True, exist_ok=True)
     lock_path = FIGURES_PATH.with_name(FIGURES_PATH.name + ".lock")

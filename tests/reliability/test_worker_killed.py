@@ -21,21 +21,13 @@ import dask_cluster
 from pacslab.config import Config
 from pacslab.jobs import NoWorkersError, run_job
 from pacslab.store import SliceStore
-from pacslab.store.results import ResultReader
 from tests.jobs.conftest import Recorder, ct_planes, put_series
-from tests.reliability.conftest import Figures
+from tests.reliability.conftest import Figures, written_once
 from tests.reliability.plain_cluster import PlainScheduler
 
 ITEM = 9
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def written_once(path: Path) -> tuple[int, int, int]:
-    """(slices done, slices missing, slices written more than once) of a result file."""
-    reader = ResultReader(path)
-    done, counts = reader.done_mask(), reader.write_counts()
-    return int(done.sum()), int((~done).sum()), int((counts > 1).sum())
 
 
 def test_a_worker_killed_during_a_thousand_slice_job(
