@@ -682,14 +682,12 @@ class DimseClient:
                 assoc.release()
         if watcher.aborted:
             lost = None
+        # Every sub-operation ended before the final response, so everything sent has been
+        # queued for the callback by now (also on our receiver's own associations).
         session.close(self.config.timeouts.dimse)
         clean = lost is None and final == 0 and not watcher.cancel_sent
         session.settle(self.config.timeouts.dimse, clean)
         service_key = "get" if service == "C-GET" else "move"
-        if final is not None and receiver is not None:
-            # Sub-operations end before the final response; give the receiver a moment to
-            # finish handing over what it took.
-            session.wait_received(session.completed + session.warning, self.config.timeouts.dimse)
         nothing_moved = (
             session.completed + session.failed + session.warning == 0 and not session.received_uids
         )

@@ -9,6 +9,7 @@ associations from configured AE titles (and hosts) and only instances some retri
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +39,8 @@ LOGGER = logging.getLogger(__name__)
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700  # our callback (the ingest) could not take the instance
 STATUS_NOT_AUTHORISED = 0x0124  # nobody asked for this instance
+# Instances waiting for the callback (a few MB for CT slices).
+DELIVERY_QUEUE = 16
 
 
 class ReceiverUnavailable(PacsError):
@@ -111,6 +114,9 @@ class RetrieveSession:
         self._deliver_lock = threading.Lock()
         self._changed = threading.Condition()
         self._closed = False
+        self._queued: set[str] = set()
+        self._queue: queue.Queue[ReceivedInstance | None] = queue.Queue(maxsize=DELIVERY_QUEUE)
+        self._worker: threading.Thread | None = None
         self.expected_count = expected_count
         self._lister: threading.Thread | None = None
 
@@ -159,13 +165,31 @@ class RetrieveSession:
         return sop_instance_uid in self._expected_set
 
     def deliver(self, instance: ReceivedInstance) -> int:
-        """Hand ``instance`` to the callback; return the C-STORE status to answer with."""
+        """Queue ``instance`` for the callback; return the C-STORE status to answer with.
+
+        The callback runs on a thread of its own, fed through a short queue, so that the
+        network keeps receiving while the callback writes (an ingest fsyncs every file). The
+        queue is bounded: a slow callback slows the transfer rather than filling memory. An
+        instance counts as received only once the callback has returned.
+        """
         with self._deliver_lock:
             if self._closed:
                 # The retrieve has ended and been reported; taking it now would go uncounted.
                 return STATUS_OUT_OF_RESOURCES
-            if instance.sop_instance_uid in self._received_set:
+            if instance.sop_instance_uid in self._queued:
                 return STATUS_SUCCESS  # sent twice (a retry by the PACS): deliver once
+            self._queued.add(instance.sop_instance_uid)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="pacslab-delivery", daemon=True)
+                self._worker.start()
+        self._queue.put(instance)
+        return STATUS_SUCCESS
+
+    def _work(self) -> None:
+        while True:
+            instance = self._queue.get()
+            if instance is None:
+                return
             try:
                 self.on_instance(instance)
             except Exception as exc:
@@ -176,13 +200,12 @@ class RetrieveSession:
                     if self.first_error is None:
                         self.first_error = exc
                     self._changed.notify_all()
-                return STATUS_OUT_OF_RESOURCES
+                continue
             with self._changed:
                 self.received_uids.append(instance.sop_instance_uid)
                 self._received_set.add(instance.sop_instance_uid)
                 self._changed.notify_all()
-        self.report()
-        return STATUS_SUCCESS
+            self.report()
 
     def update(self, status: Dataset) -> None:
         """Take the sub-operation counts of a C-GET/C-MOVE response."""
@@ -217,18 +240,18 @@ class RetrieveSession:
             LOGGER.exception("progress callback failed")
 
     def close(self, timeout: float) -> None:
-        """Let a delivery in progress finish (up to ``timeout`` s), then take no more."""
-        acquired = self._deliver_lock.acquire(timeout=timeout)
-        self._closed = True
-        if acquired:
-            self._deliver_lock.release()
-
-    def wait_received(self, count: int, timeout: float) -> bool:
-        """Wait until ``count`` instances were handled (delivered or refused); False on timeout."""
-        with self._changed:
-            return self._changed.wait_for(
-                lambda: len(self.received_uids) + len(self.rejected_uids) >= count, timeout
-            )
+        """Let the callback finish what was queued (up to ``timeout`` s), then take no more."""
+        with self._deliver_lock:
+            self._closed = True
+            worker = self._worker
+        if worker is None:
+            return
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            LOGGER.warning("the instance callback did not keep up; instances still queued are not counted")
+            return
+        worker.join(timeout)
 
     def result(
         self,
