@@ -410,8 +410,9 @@ class PacsClient(Protocol):
 
     Filters take what a user types: wildcards ``*``/``?`` in names and descriptions, dates
     as ``20240101``, ``2024-01-01``, ranges ``20240101-20240131``, open ranges ``20240101-``
-    / ``-20240131``. Received instances are handed to ``on_instance`` one by one, from the
-    thread that received them, never collected in memory.
+    / ``-20240131``. Received instances are handed to ``on_instance`` one by one (never two
+    at once) on a delivery thread of the retrieve, through a short bounded queue: they are
+    never collected in memory.
     """
 
     node: PacsNode
