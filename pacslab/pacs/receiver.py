@@ -346,6 +346,14 @@ class Receiver:
                 receiver.allow(allowed_calling_aes, allowed_hosts)
             return receiver
 
+    @classmethod
+    def stop_shared(cls) -> None:
+        """Stop every shared receiver (at the end of a session or a test)."""
+        with cls._shared_lock:
+            receivers, cls._shared = list(cls._shared.values()), {}
+        for receiver in receivers:
+            receiver.stop()
+
     def allow(self, calling_aes: Iterable[str] = (), hosts: Iterable[str] = ()) -> None:
         """Add AE titles / hosts to the allowed lists (when the lists are in use)."""
         if self.allowed_calling_aes:

@@ -16,8 +16,12 @@ from pacslab.pacs import (
     RetrieveProgress,
     into_ingest,
 )
+from pacslab.pacs.dimse import DimseClient
+from pacslab.pacs.embedded import EmbeddedPacs
+from pacslab.pacs.orthanc import free_port
+from pacslab.pacs.receiver import Receiver
 from pacslab.store import SliceStore
-from tests.pacs.conftest import Collector, Peer, StudyFacts, assert_same_pixels
+from tests.pacs.conftest import Collector, Peer, StudyFacts, assert_same_pixels, make_config
 
 
 def _sop_uid(path: object) -> str:
@@ -204,3 +208,25 @@ def test_retrieve_into_the_store(
     stored = store.read_slices(series_uid)
     for index, source in enumerate(sources):
         np.testing.assert_array_equal(stored[index], source.pixel_array)
+
+
+def test_c_move_starts_the_shared_receiver_on_the_configured_port(
+    embedded_pacs: EmbeddedPacs, facts: dict[str, StudyFacts]
+) -> None:
+    port = free_port()
+    config = make_config(embedded_pacs.node, receiver_port=port, ae_title="PACSLAB_SHARED")
+    embedded_pacs.add_destination("PACSLAB_SHARED", "127.0.0.1", port)
+    study = next(f for f in facts.values() if f.description == "Carotids")
+    try:
+        client = DimseClient(embedded_pacs.node, config)
+        got = Collector()
+        result = client.retrieve_study(study.uid, on_instance=got, method="c-move")
+        # A second retrieve reuses the receiver already listening.
+        again = DimseClient(embedded_pacs.node, config).retrieve_study(
+            study.uid, on_instance=got, method="c-move"
+        )
+    finally:
+        Receiver.stop_shared()
+    assert result.ok
+    assert again.ok
+    assert got.uids == {_sop_uid(p) for p in study.files}
