@@ -39,7 +39,6 @@ from pacslab.pacs.client import (
     StoreStatus,
     StudyMatch,
 )
-from pacslab.pacs.dimse import RetrieveRequest
 from pacslab.pacs.errors import (
     AssociationAborted,
     PacsError,
@@ -325,7 +324,9 @@ class DicomwebClient:
         cancel_event: threading.Event | None = None,
     ) -> RetrieveResult:
         """Fetch every instance of a study into ``on_instance`` by WADO-RS."""
-        return self.retrieve(RetrieveRequest.make(study_uid), on_instance, method, on_progress, cancel_event)
+        return self.retrieve(
+            query.RetrieveRequest.make(study_uid), on_instance, method, on_progress, cancel_event
+        )
 
     def retrieve_series(
         self,
@@ -338,7 +339,7 @@ class DicomwebClient:
         cancel_event: threading.Event | None = None,
     ) -> RetrieveResult:
         """Fetch every instance of a series into ``on_instance`` by WADO-RS."""
-        request = RetrieveRequest.make(study_uid, series_uid)
+        request = query.RetrieveRequest.make(study_uid, series_uid)
         return self.retrieve(request, on_instance, method, on_progress, cancel_event)
 
     def retrieve_instances(
@@ -353,10 +354,10 @@ class DicomwebClient:
         cancel_event: threading.Event | None = None,
     ) -> RetrieveResult:
         """Fetch the listed instances into ``on_instance`` by WADO-RS."""
-        request = RetrieveRequest.make(study_uid, series_uid, sop_instance_uids)
+        request = query.RetrieveRequest.make(study_uid, series_uid, sop_instance_uids)
         return self.retrieve(request, on_instance, method, on_progress, cancel_event)
 
-    def _urls(self, request: RetrieveRequest) -> list[str]:
+    def _urls(self, request: query.RetrieveRequest) -> list[str]:
         base = f"{self._web.base_url}/studies/{request.study_uid}"
         if request.level == "STUDY":
             return [base]
@@ -365,7 +366,7 @@ class DicomwebClient:
             return [base]
         return [f"{base}/instances/{uid}" for uid in request.sop_instance_uids]
 
-    def _expected(self, request: RetrieveRequest, messages: list[str]) -> list[str] | None:
+    def _expected(self, request: query.RetrieveRequest, messages: list[str]) -> list[str] | None:
         """Every SOP Instance UID of the request, on a session of its own (it runs alongside)."""
         filters = query.make_filters(study_uid=request.study_uid, series_uid=request.series_uid or None)
         params = query.qido_params("IMAGE", filters)
@@ -381,7 +382,7 @@ class DicomwebClient:
 
     def _session_for(
         self,
-        request: RetrieveRequest,
+        request: query.RetrieveRequest,
         on_instance: OnInstance,
         on_progress: OnProgress | None,
         messages: list[str],
@@ -406,7 +407,7 @@ class DicomwebClient:
 
     def retrieve(
         self,
-        request: RetrieveRequest,
+        request: query.RetrieveRequest,
         on_instance: OnInstance,
         method: RetrieveMethod = "auto",
         on_progress: OnProgress | None = None,

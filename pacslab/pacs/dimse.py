@@ -1,9 +1,10 @@
 """The DIMSE transport: C-ECHO, C-FIND, C-GET, C-MOVE and C-STORE with pynetdicom.
 
 :class:`DimseClient` implements :class:`~pacslab.pacs.client.PacsClient`. Queries use one
-association per call, or one kept open inside ``with client:``. A retrieve first lists the
-instances it expects (C-FIND), then transfers them, and compares: a transfer that lost
-instances raises :class:`~pacslab.pacs.errors.RetrieveIncomplete` naming them.
+association per call, or one kept open inside ``with client:``. A retrieve counts what it
+expects (one study-level C-FIND), lists the instances (C-FIND) while they transfer, and
+compares: a transfer that lost instances raises
+:class:`~pacslab.pacs.errors.RetrieveIncomplete` naming them.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ from pacslab.pacs.errors import (
 )
 from pacslab.pacs.receiver import Receiver, RetrieveSession, instance_from_store_event
 
-__all__ = ["DimseClient", "RetrieveRequest"]
+__all__ = ["DimseClient"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -86,49 +87,6 @@ _CANCEL_POLL = 0.05
 
 def _next_msg_id() -> int:
     return next(_MESSAGE_IDS)
-
-
-@dataclass(frozen=True)
-class RetrieveRequest:
-    """What to retrieve: a study, a series, or instances of a series."""
-
-    level: str
-    study_uid: str
-    series_uid: str = ""
-    sop_instance_uids: tuple[str, ...] = ()
-
-    @classmethod
-    def make(
-        cls, study_uid: str, series_uid: str | None = None, sop_instance_uids: Sequence[str] | None = None
-    ) -> RetrieveRequest:
-        """Check the UIDs and build the request (level from what is given)."""
-        study = query.make_filters(study_uid=study_uid).study_uid
-        if len(study) != 1:
-            raise QueryFilterError("study_uid", study_uid, "give exactly one Study Instance UID")
-        if series_uid is None:
-            return cls("STUDY", study[0])
-        series = query.make_filters(series_uid=series_uid).series_uid
-        if len(series) != 1:
-            raise QueryFilterError("series_uid", series_uid, "give exactly one Series Instance UID")
-        if sop_instance_uids is None:
-            return cls("SERIES", study[0], series[0])
-        uids = query.make_filters(sop_instance_uid=list(sop_instance_uids)).sop_instance_uid
-        if not uids:
-            raise QueryFilterError(
-                "sop_instance_uids", sop_instance_uids, "give at least one SOP Instance UID"
-            )
-        return cls("IMAGE", study[0], series[0], uids)
-
-    def identifier(self) -> Dataset:
-        """The C-GET/C-MOVE identifier."""
-        ds = Dataset()
-        ds.QueryRetrieveLevel = self.level
-        ds.StudyInstanceUID = self.study_uid
-        if self.level in ("SERIES", "IMAGE"):
-            ds.SeriesInstanceUID = self.series_uid
-        if self.level == "IMAGE":
-            ds.SOPInstanceUID = list(self.sop_instance_uids)
-        return ds
 
 
 class _CancelWatcher:
@@ -406,7 +364,9 @@ class DimseClient:
         cancel_event: threading.Event | None = None,
     ) -> RetrieveResult:
         """Fetch every instance of a study into ``on_instance`` (see :meth:`retrieve`)."""
-        return self.retrieve(RetrieveRequest.make(study_uid), on_instance, method, on_progress, cancel_event)
+        return self.retrieve(
+            query.RetrieveRequest.make(study_uid), on_instance, method, on_progress, cancel_event
+        )
 
     def retrieve_series(
         self,
@@ -419,7 +379,7 @@ class DimseClient:
         cancel_event: threading.Event | None = None,
     ) -> RetrieveResult:
         """Fetch every instance of a series into ``on_instance`` (see :meth:`retrieve`)."""
-        request = RetrieveRequest.make(study_uid, series_uid)
+        request = query.RetrieveRequest.make(study_uid, series_uid)
         return self.retrieve(request, on_instance, method, on_progress, cancel_event)
 
     def retrieve_instances(
@@ -434,12 +394,12 @@ class DimseClient:
         cancel_event: threading.Event | None = None,
     ) -> RetrieveResult:
         """Fetch the listed instances into ``on_instance`` (see :meth:`retrieve`)."""
-        request = RetrieveRequest.make(study_uid, series_uid, sop_instance_uids)
+        request = query.RetrieveRequest.make(study_uid, series_uid, sop_instance_uids)
         return self.retrieve(request, on_instance, method, on_progress, cancel_event)
 
     def retrieve(
         self,
-        request: RetrieveRequest,
+        request: query.RetrieveRequest,
         on_instance: OnInstance,
         method: RetrieveMethod = "auto",
         on_progress: OnProgress | None = None,
@@ -475,7 +435,9 @@ class DimseClient:
                 messages.append(f"C-GET not available ({exc}); used C-MOVE")
         return self._c_move(request, on_instance, on_progress, cancel_event, messages)
 
-    def _expected(self, request: RetrieveRequest, messages: list[str]) -> tuple[list[str] | None, list[str]]:
+    def _expected(
+        self, request: query.RetrieveRequest, messages: list[str]
+    ) -> tuple[list[str] | None, list[str]]:
         """SOP Instance UIDs and SOP classes the PACS holds for ``request`` (None if it cannot say)."""
         uids: list[str] = []
         classes: list[str] = []
@@ -504,7 +466,7 @@ class DimseClient:
             return None, []
         return [u for u in uids if u], classes
 
-    def _summary(self, request: RetrieveRequest, messages: list[str]) -> tuple[int | None, list[str]]:
+    def _summary(self, request: query.RetrieveRequest, messages: list[str]) -> tuple[int | None, list[str]]:
         """Instance count and SOP classes of the request from one study-level (and one
         series-level) answer: cheap, unlike listing every instance."""
         try:
@@ -534,12 +496,12 @@ class DimseClient:
 
     def _prepare(
         self,
-        request: RetrieveRequest,
+        request: query.RetrieveRequest,
         method: str,
         on_instance: OnInstance,
         on_progress: OnProgress | None,
         messages: list[str],
-    ) -> tuple[RetrieveRequest, RetrieveSession, list[str]]:
+    ) -> tuple[query.RetrieveRequest, RetrieveSession, list[str]]:
         """The request to send, its session, and the SOP classes to offer contexts for.
 
         A study or series is counted first and listed instance by instance while it transfers.
@@ -564,7 +526,7 @@ class DimseClient:
         return narrowed, session, classes
 
     def _nothing_to_send(
-        self, request: RetrieveRequest, session: RetrieveSession, messages: list[str]
+        self, request: query.RetrieveRequest, session: RetrieveSession, messages: list[str]
     ) -> None:
         """Raise when an instance-level request kept no instance the PACS holds."""
         if request.level == "IMAGE" and not request.sop_instance_uids:
@@ -573,7 +535,7 @@ class DimseClient:
 
     def _c_get(
         self,
-        request: RetrieveRequest,
+        request: query.RetrieveRequest,
         on_instance: OnInstance,
         on_progress: OnProgress | None,
         cancel_event: threading.Event | None,
@@ -619,7 +581,7 @@ class DimseClient:
 
     def _c_move(
         self,
-        request: RetrieveRequest,
+        request: query.RetrieveRequest,
         on_instance: OnInstance,
         on_progress: OnProgress | None,
         cancel_event: threading.Event | None,
@@ -646,7 +608,7 @@ class DimseClient:
         self,
         assoc: Association,
         session: RetrieveSession,
-        request: RetrieveRequest,
+        request: query.RetrieveRequest,
         service: str,
         responses: Iterator[tuple[Dataset, Dataset | None]],
         msg_id: int,

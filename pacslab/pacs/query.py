@@ -36,6 +36,7 @@ __all__ = [
     "Answer",
     "Level",
     "QueryFilters",
+    "RetrieveRequest",
     "StudyQueryOutcome",
     "answer_text",
     "date_filter",
@@ -361,6 +362,49 @@ def qido_params(level: Level, filters: QueryFilters) -> dict[str, str]:
 def qido_fields(level: Level) -> list[str]:
     """Attributes to ask for with ``includefield`` (those QIDO-RS does not return by default)."""
     return list(RETURN_KEYS[level])
+
+
+@dataclass(frozen=True)
+class RetrieveRequest:
+    """What to retrieve: a study, a series, or instances of a series."""
+
+    level: str
+    study_uid: str
+    series_uid: str = ""
+    sop_instance_uids: tuple[str, ...] = ()
+
+    @classmethod
+    def make(
+        cls, study_uid: str, series_uid: str | None = None, sop_instance_uids: Sequence[str] | None = None
+    ) -> RetrieveRequest:
+        """Check the UIDs and build the request (level from what is given)."""
+        study = make_filters(study_uid=study_uid).study_uid
+        if len(study) != 1:
+            raise QueryFilterError("study_uid", study_uid, "give exactly one Study Instance UID")
+        if series_uid is None:
+            return cls("STUDY", study[0])
+        series = make_filters(series_uid=series_uid).series_uid
+        if len(series) != 1:
+            raise QueryFilterError("series_uid", series_uid, "give exactly one Series Instance UID")
+        if sop_instance_uids is None:
+            return cls("SERIES", study[0], series[0])
+        uids = make_filters(sop_instance_uid=list(sop_instance_uids)).sop_instance_uid
+        if not uids:
+            raise QueryFilterError(
+                "sop_instance_uids", sop_instance_uids, "give at least one SOP Instance UID"
+            )
+        return cls("IMAGE", study[0], series[0], uids)
+
+    def identifier(self) -> Dataset:
+        """The C-GET/C-MOVE identifier."""
+        ds = Dataset()
+        ds.QueryRetrieveLevel = self.level
+        ds.StudyInstanceUID = self.study_uid
+        if self.level in ("SERIES", "IMAGE"):
+            ds.SeriesInstanceUID = self.series_uid
+        if self.level == "IMAGE":
+            ds.SOPInstanceUID = list(self.sop_instance_uids)
+        return ds
 
 
 class _Answer:
