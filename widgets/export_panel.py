@@ -106,7 +106,8 @@ class ExportPanel(View):
         if self._nodes:
             self.node = next(iter(self._nodes))
         if jobs is not None:
-            jobs.observe(lambda c: self._job_finished(jobs, c["new"]), "job_status")
+            # The panel is idle again once a job has ended and its summary is set.
+            jobs.observe(lambda c: self._job_finished(jobs) if not c["new"] else None, "busy")
         self.guarded(self.refresh)
 
     # -- choices -------------------------------------------------------------------------------
@@ -167,8 +168,8 @@ class ExportPanel(View):
         if self.node_picker.value != name:
             self.node_picker.value = name or None
 
-    def _job_finished(self, jobs: JobPanel, status: str) -> None:
-        if status in {"done", "cancelled", "failed"} and jobs.summary is not None:
+    def _job_finished(self, jobs: JobPanel) -> None:
+        if jobs.summary is not None:
             self.guarded(self.refresh)
             records = [r.job_id for r in self.store.list_jobs()]
             job_id = jobs.summary.job_id
