@@ -47,6 +47,8 @@ class ExportPanel(View):
         Export the done slices of an unfinished job.
     sent, refused : int
         Instances the PACS stored and refused in the last send.
+    left_out : int
+        Unfinished slices left out of the last (partial) export.
     exported : list of dict
         ``modality``, ``sop_class``, ``series_description``, ``sop_instance_uid``, ``series_uid``,
         ``frames``
@@ -58,6 +60,7 @@ class ExportPanel(View):
     allow_partial = traitlets.Bool(False)
     sent = traitlets.Int(0)
     refused = traitlets.Int(0)
+    left_out = traitlets.Int(0)
     exported = traitlets.List(traitlets.Dict())
 
     def __init__(
@@ -195,7 +198,7 @@ class ExportPanel(View):
             self.error = "pick a PACS node to send to"
             return
         job_id, node, partial = self.job_id, self._nodes[self.node], self.allow_partial
-        self.sent = self.refused = 0
+        self.sent = self.refused = self.left_out = 0
         self.exported = []
         self.result_table.value = ""
         self.status = f"exporting {job_id}…"
@@ -205,6 +208,7 @@ class ExportPanel(View):
 
             record = self.store.job(job_id)
             exported = export_job(self.store, job_id, allow_partial=partial, report=True)
+            self.left_out = len(exported.skipped)
             self.exported = [
                 {
                     "modality": str(ds.get("Modality", "")),
@@ -232,6 +236,8 @@ class ExportPanel(View):
         self.refused = len(statuses) - self.sent
         kinds = sorted({e["modality"] for e in self.exported})
         self.status = f"sent {'/'.join(kinds)} to {node}: {self.sent} stored, {self.refused} refused"
+        if self.left_out:
+            self.status += f"; {self.left_out} unfinished slice(s) left out"
         if self.refused:
             self.error = f"{node} refused {self.refused} instance(s); see the table"
         self.result_table.value = html_table(
