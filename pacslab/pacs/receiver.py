@@ -392,6 +392,7 @@ class Receiver:
             ae.require_calling_aet = list(self.allowed_calling_aes)
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_open),
+            (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_STORE, self._on_store),
         ]
         try:
@@ -426,10 +427,14 @@ class Receiver:
 
     def _on_open(self, event: evt.Event) -> None:
         lean_connection(event, fast_loop=True)
+
+    def _on_requested(self, event: evt.Event) -> None:
+        """Abort an association request from a host not allowed (AE titles are checked by
+        pynetdicom; an abort is the only refusal available at this point)."""
         if self.allowed_hosts:
-            peer = event.address[0]  # type: ignore[attr-defined]
+            peer = event.assoc.requestor.address
             if peer not in self.allowed_hosts:
-                LOGGER.warning("refused a connection from %s (not an allowed host)", peer)
+                LOGGER.warning("refused an association from %s (not an allowed host)", peer)
                 event.assoc.abort()
 
     def _session_for(self, request: Any, sop_instance_uid: str) -> RetrieveSession | None:

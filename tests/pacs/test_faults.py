@@ -279,3 +279,16 @@ def test_every_association_of_ours_sets_tcp_nodelay(embedded_pacs: EmbeddedPacs)
             seen.append(active.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         incoming.release()
     assert seen == [1]
+
+
+@pytest.mark.parametrize(("allowed", "admitted"), [("192.0.2.10", False), ("127.0.0.1", True)])
+def test_receiver_accepts_only_allowed_hosts(allowed: str, admitted: bool) -> None:
+    node = PacsNode("x", "ORTHANC", "127.0.0.1", 104)
+    with Receiver(make_config(node), port=0, allowed_hosts=[allowed]) as receiver:
+        peer = AE("ORTHANC")
+        peer.add_requested_context(CTImageStorage)
+        assoc = peer.associate("127.0.0.1", receiver.port, ae_title=OUR_AE)
+        established = assoc.is_established
+        if established:
+            assoc.release()
+    assert established is admitted
