@@ -3,7 +3,8 @@
 Prints milliseconds and ratios (no asserts):
 
 * a one-hit C-FIND, association included, and on an association kept open;
-* the same against an Orthanc started without ``TCP_NODELAY`` (delayed ACKs);
+* the same against an Orthanc started without ``TCP_NODELAY`` (delayed ACKs), and with
+  TCP_NODELAY off on our side too;
 * 2,000 matches in one query, against ``findscu`` asking the same;
 * QIDO-RS for the same one-hit and 2,000-match queries.
 
@@ -121,10 +122,16 @@ def main() -> None:
         def one_hit(c: DimseClient | DicomwebClient) -> Callable[[], object]:
             return lambda: c.find_studies(study_uid=hit)
 
-        for label, server in (("", fast), ("peer without TCP_NODELAY: ", slow)):
-            fresh_each_time = times_ms(one_hit(DimseClient(server.node, config)), args.repeat)
+        variants = (
+            ("", fast, True),
+            ("peer without TCP_NODELAY: ", slow, True),
+            ("both without TCP_NODELAY: ", slow, False),
+        )
+        for label, server, nodelay in variants:
+            client = DimseClient(server.node, config, tcp_nodelay=nodelay)
+            fresh_each_time = times_ms(one_hit(client), args.repeat)
             rows.append((f"{label}C-FIND one hit, association included", fresh_each_time))
-            with DimseClient(server.node, config) as kept:
+            with DimseClient(server.node, config, tcp_nodelay=nodelay) as kept:
                 kept.echo()
                 reused = times_ms(one_hit(kept), args.repeat)
             rows.append((f"{label}C-FIND one hit, open association", reused))
@@ -165,12 +172,12 @@ def main() -> None:
         load = os.getloadavg()[0]
         print(f"Orthanc 1.10 on loopback holding {args.studies} studies (load average {load:.1f}, "
               f"{os.cpu_count()} cores); milliseconds")  # fmt: skip
-        print(f"{'case':58s} {'median':>8s} {'p90':>8s}")
+        print(f"{'case':64s} {'median':>8s} {'p90':>8s}")
         medians = {}
         for name, values in rows:
             medians[name] = statistics.median(values)
             p90 = statistics.quantiles(values, n=10)[-1] if len(values) > 2 else max(values)
-            print(f"{name:58s} {medians[name]:8.1f} {p90:8.1f}")
+            print(f"{name:64s} {medians[name]:8.1f} {p90:8.1f}")
         one = medians["C-FIND one hit, association included"]
         kept_ms = medians["C-FIND one hit, open association"]
         ratio = medians[f"C-FIND {args.studies} matches"] / medians[f"findscu {args.studies} matches"]

@@ -10,7 +10,8 @@ Prints seconds, slices/s and the ratio to the anchor, ``TCP_NODELAY=1 getscu`` i
 
 pacslab: C-GET, C-MOVE and WADO-RS into the store (through :class:`pacslab.ingest.Ingest`),
 and C-GET / WADO-RS into a callback that discards (the transport alone). Everything DIMSE is
-also run against a second Orthanc started without ``TCP_NODELAY``.
+also run against a second Orthanc started without ``TCP_NODELAY``, and C-GET once more with
+TCP_NODELAY off on our side too.
 
 Targets (issue 3): WADO-RS into the store <= 1.3x getscu; C-GET into the store <= 2.0x
 (getscu + convert).
@@ -135,6 +136,10 @@ def main() -> None:
             server.add_modality(OUR_AE, "127.0.0.1", receiver_port)
             server.add_modality("STORESCP", "127.0.0.1", scp_port)
         clients = {server: DimseClient(server.node, config, receiver=receiver) for server in (fast, slow)}
+        no_nodelay = {
+            server: DimseClient(server.node, config, receiver=receiver, tcp_nodelay=False)
+            for server in (fast, slow)
+        }
         web = DicomwebClient(fast.web_node, config)
         wado_url = f"{fast.dicomweb_url}/studies/{study}/series/{series}"
 
@@ -204,6 +209,8 @@ def main() -> None:
             ("peer without TCP_NODELAY: getscu (TCP_NODELAY=1)", dcmtk_get(slow, DCMTK_ENV)),
             ("peer without TCP_NODELAY: pacslab C-GET -> discard", ours_discard(clients[slow], "c-get")),
             ("peer without TCP_NODELAY: pacslab C-GET -> store", ours_store(clients[slow], "c-get")),
+            ("pacslab without TCP_NODELAY: C-GET -> discard", ours_discard(no_nodelay[fast], "c-get")),
+            ("both without TCP_NODELAY: pacslab C-GET -> discard", ours_discard(no_nodelay[slow], "c-get")),
         ]
         times: dict[str, list[float]] = {name: [] for name, _ in cases}
         for attempt in range(args.repeat):
@@ -217,10 +224,10 @@ def main() -> None:
         load = os.getloadavg()[0]
         print(f"retrieve of {n} CT slices {args.size}x{args.size} from Orthanc 1.10 on loopback, "
               f"median of {args.repeat} (load average {load:.1f}, {os.cpu_count()} cores)")  # fmt: skip
-        print(f"{'case':54s} {'seconds':>8s} {'slices/s':>9s} {'x getscu':>9s}")
+        print(f"{'case':56s} {'seconds':>8s} {'slices/s':>9s} {'x getscu':>9s}")
         for name, _ in cases:
             seconds = statistics.median(times[name])
-            print(f"{name:54s} {seconds:8.3f} {n / seconds:9.0f} {seconds / anchor:9.2f}")
+            print(f"{name:56s} {seconds:8.3f} {n / seconds:9.0f} {seconds / anchor:9.2f}")
         wado = statistics.median(times["pacslab WADO-RS -> store"])
         cget = statistics.median(times["pacslab C-GET -> store"])
         print(f"target WADO-RS -> store <= 1.3x getscu: {wado / anchor:.2f}x")

@@ -134,16 +134,17 @@ _STANDARD_LOG_HANDLERS = (
 )
 
 
-def lean_connection(event: evt.Event, fast_loop: bool = False) -> None:
+def lean_connection(event: evt.Event, fast_loop: bool = False, tcp_nodelay: bool = True) -> None:
     """``EVT_CONN_OPEN`` handler: TCP_NODELAY on the socket, no per-PDU logging work.
 
     Without TCP_NODELAY each small DIMSE message waits on the peer's delayed ACK (tens of ms
     per C-FIND). pynetdicom's standard log handlers decode every message even when nobody
     reads the log, so they are unbound unless the ``pynetdicom`` logger shows INFO.
+    ``tcp_nodelay=False`` exists only to measure what TCP_NODELAY is worth.
     """
     assoc = event.assoc
     sock = getattr(assoc.dul.socket, "socket", None)
-    if sock is not None:
+    if sock is not None and tcp_nodelay:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # the peer may already have closed it
@@ -255,11 +256,14 @@ class Connector:
         The PACS.
     config : Config
         Our AE title and the timeouts.
+    tcp_nodelay : bool
+        Set TCP_NODELAY on our sockets (leave on; off only to measure its effect).
     """
 
-    def __init__(self, node: PacsNode, config: Config) -> None:
+    def __init__(self, node: PacsNode, config: Config, tcp_nodelay: bool = True) -> None:
         self.node = node
         self.config = config
+        self.tcp_nodelay = tcp_nodelay
         self.ae = make_ae(config)
 
     def associate(
@@ -279,7 +283,7 @@ class Connector:
         node = self.node
         watch = _Watch()
         evt_handlers: list[tuple[Any, ...]] = [
-            (evt.EVT_CONN_OPEN, _on_open, [watch, fast_loop]),
+            (evt.EVT_CONN_OPEN, _on_open, [watch, fast_loop, self.tcp_nodelay]),
             (evt.EVT_ACCEPTED, _on_accepted, [watch]),
             (evt.EVT_ABORTED, _on_aborted, [watch]),
             *handlers,
@@ -317,9 +321,9 @@ class Connector:
         raise AssociationAborted(node.host, node.port, f"association negotiation for {purpose}")
 
 
-def _on_open(event: evt.Event, watch: _Watch, fast_loop: bool) -> None:
+def _on_open(event: evt.Event, watch: _Watch, fast_loop: bool, tcp_nodelay: bool) -> None:
     watch.opened.set()
-    lean_connection(event, fast_loop=fast_loop)
+    lean_connection(event, fast_loop=fast_loop, tcp_nodelay=tcp_nodelay)
 
 
 def _on_accepted(event: evt.Event, watch: _Watch) -> None:

@@ -145,6 +145,8 @@ class DimseClient:
         started on the first C-MOVE.
     modalities_in_study : bool, optional
         Whether the PACS matches ModalitiesInStudy; ``None`` finds out from its answers.
+    tcp_nodelay : bool
+        Set TCP_NODELAY on our sockets (the default; off only to measure what it is worth).
     """
 
     def __init__(
@@ -154,11 +156,12 @@ class DimseClient:
         *,
         receiver: Receiver | None = None,
         modalities_in_study: bool | None = None,
+        tcp_nodelay: bool = True,
     ) -> None:
         self.node = node
         self.config = config
         self.modalities_in_study = modalities_in_study
-        self._connector = Connector(node, config)
+        self._connector = Connector(node, config, tcp_nodelay=tcp_nodelay)
         self._receiver = receiver
         self._query_assoc: Association | None = None
         self._keep_open = False
