@@ -145,15 +145,19 @@ def run_notebook(
         values["output_dir"] = str(folder)
     folder.mkdir(parents=True, exist_ok=True)
     executed = folder / notebook.name
-    papermill.execute_notebook(
-        str(notebook),
-        str(executed),
-        parameters=values,
-        kernel_name=kernel,
-        cwd=str(notebook.parent),
-        log_output=log_output,
-        progress_bar=False,
-    )
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(executed),
+            parameters=values,
+            kernel_name=kernel,
+            cwd=str(notebook.parent),
+            log_output=log_output,
+            progress_bar=False,
+        )
+    except papermill.PapermillExecutionError as exc:
+        exc.add_note(f"the executed notebook shows where: {executed}")
+        raise
     return executed
 
 
@@ -167,10 +171,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"pacslab run: {exc}", file=sys.stderr)
         return 2
     except PapermillExecutionError as exc:
-        print(
-            f"pacslab run: cell {exc.exec_count} raised {exc.ename}: {exc.evalue}",
-            file=sys.stderr,
-        )
+        notes = "".join(f"\n{note}" for note in getattr(exc, "__notes__", []))
+        print(f"pacslab run: cell {exc.exec_count} raised {exc.ename}: {exc.evalue}{notes}", file=sys.stderr)
         return 1
     print(f"executed notebook: {executed}")
     return 0

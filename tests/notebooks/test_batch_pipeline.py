@@ -69,6 +69,7 @@ def test_pipeline_writes_its_outputs_and_records_its_parameters(
         "output_dir": str(out),
     }
     executed = out / "batch_pipeline.ipynb"
+    out.mkdir()
     papermill.execute_notebook(
         str(PIPELINE), str(executed), parameters=parameters, kernel_name="pacslab", cwd=str(PIPELINE.parent)
     )
@@ -118,6 +119,7 @@ def test_a_failed_study_makes_pacslab_run_exit_non_zero(
     assert result.returncode == 1, result.stderr[-3000:]
     assert "StudiesFailed" in result.stderr
     assert missing in result.stderr
+    assert f"the executed notebook shows where: {out.resolve() / 'batch_pipeline.ipynb'}" in result.stderr
     summary = pd.read_csv(out / "summary.csv", dtype={"study_uid": str}).set_index("study_uid")
     assert summary.loc[known, "status"] == "done"
     assert summary.loc[missing, "status"] == "failed"
