@@ -195,3 +195,16 @@ def _segmentations(orthanc: OrthancServer, study_uid: str) -> set[str]:
         assert isinstance(series, list)
         found |= {s["ID"] for s in series if s["MainDicomTags"].get("Modality") == "SEG"}
     return found
+
+
+def test_patient_link_lists_that_patients_studies(steps: Steps, voila_url: str) -> None:
+    from playwright.sync_api import expect
+
+    page = steps.page
+    with steps.step("open-patient-link"):
+        page.goto(f"{voila_url}?patient=77654033", timeout=LOAD_MS)
+        studies = page.locator(".pacslab-table select").filter(visible=True).first
+        expect(page.get_by_text("2 studies on embedded")).to_be_visible(timeout=LOAD_MS)
+        expect(studies.locator("option")).to_have_count(2)
+        expect(studies).to_contain_text("Doe^Archibald")
+        expect(page.get_by_label("Patient ID")).to_have_value("77654033")
