@@ -360,7 +360,12 @@ class Job:
             if result.indices:
                 per_slice = result.seconds / len(result.indices)
                 old = self._seconds_per_slice
-                self._seconds_per_slice = per_slice if old is None else 0.5 * old + 0.5 * per_slice
+                # Follow faster batches at once and slower ones slowly: a worker's first batch
+                # pays for imports, and a too-small estimate only makes batches longer.
+                if old is None or per_slice < old:
+                    self._seconds_per_slice = per_slice
+                else:
+                    self._seconds_per_slice = 0.8 * old + 0.2 * per_slice
             self._sink.put(result)
             return
         if future.status == "error":
