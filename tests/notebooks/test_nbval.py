@@ -32,6 +32,7 @@ def test_every_notebook_runs(kernel_environment: dict[str, str]) -> None:
         "no:cacheprovider",
         "-o",
         "addopts=",
+        "--durations=5",
         "-q",
     ]
     result = subprocess.run(
@@ -39,6 +40,7 @@ def test_every_notebook_runs(kernel_environment: dict[str, str]) -> None:
     )
     report = result.stdout[-6000:] + result.stderr[-2000:]
     assert result.returncode == 0, report
+    print(result.stdout[-3000:])  # the slowest cells, shown with -s or -rP
     summary = result.stdout.strip().splitlines()[-1]
     assert "passed" in summary, report
     # nbval collects one item per code cell; none may be skipped silently.
