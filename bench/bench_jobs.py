@@ -114,7 +114,9 @@ def serial(store: SliceStore, uid: str, name: str, params: dict[str, Any]) -> tu
 
 def _warm_up() -> None:
     """Runs on every worker: the first Gaussian imports scikit-image's filters."""
-    registry.get("gaussian_denoise")(np.zeros((8, 8), dtype=np.float32), sigma=1.0)
+    from pacslab.processing import registry as worker_registry  # this module travels by value
+
+    worker_registry.get("gaussian_denoise")(np.zeros((8, 8), dtype=np.float32), sigma=1.0)
 
 
 def _cpu_seconds() -> float:
