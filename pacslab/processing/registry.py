@@ -272,6 +272,13 @@ class ProcessorRegistry:
 
         return unsubscribe
 
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        # A notebook function sent to workers by value may refer to the registry: it must
+        # arrive as the worker's own registry, not as a copy with the client's listeners.
+        if self is registry:
+            return "registry"
+        return (ProcessorRegistry, (self._group,))
+
     def __contains__(self, name: object) -> bool:
         self._load_entry_points()
         with self._lock:

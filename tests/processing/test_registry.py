@@ -158,3 +158,20 @@ def test_entry_point_processors_are_loaded(plugin_path: Path) -> None:
     ):
         local.get("broken")
     assert local.names() == ["double"]
+
+
+def test_a_notebook_function_using_the_registry_travels_to_workers_by_value() -> None:
+    import cloudpickle
+
+    local = ProcessorRegistry(group="pacslab.test.none")
+    local.subscribe(lambda p: None)  # a listener holds the client; it must not travel
+
+    @processor(name="edges_then_invert", target=local)
+    def edges_then_invert(pixels: np.ndarray) -> np.ndarray:
+        return -registry.get("sobel_edges")(pixels)
+
+    copy = cloudpickle.loads(cloudpickle.dumps(edges_then_invert))
+    assert copy.function.__globals__["registry"] is registry
+    np.testing.assert_array_equal(
+        copy(np.eye(4, dtype=np.float32)), edges_then_invert(np.eye(4, dtype=np.float32))
+    )
