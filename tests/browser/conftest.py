@@ -127,9 +127,13 @@ class Steps:
                 self.page.screenshot(path=str(path), full_page=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    """Debian's chromium, headless."""
+    """Debian's chromium, headless.
+
+    Per module: Playwright's sync API keeps an asyncio loop marked running in this thread
+    while it is open, which later tests (``asyncio.run``, another Playwright) must not meet.
+    """
     from playwright.sync_api import sync_playwright
 
     if not CHROMIUM.exists():
