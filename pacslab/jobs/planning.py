@@ -20,9 +20,9 @@ __all__ = [
 # A task of about this long keeps Dask's per-task cost (a few ms) to a few percent.
 TARGET_BATCH_SECONDS = 0.5
 # At least this many batches per worker thread, so the last ones end close together.
-BATCHES_PER_THREAD = 4
+BATCHES_PER_THREAD = 3
 # ...but never a batch shorter than this: below it the round trip costs more than the work.
-MIN_BATCH_SECONDS = 0.05
+MIN_BATCH_SECONDS = 0.1
 # Upper bound on the pixels of one batch in flight.
 MAX_BATCH_BYTES = 64 * 2**20
 

@@ -17,7 +17,7 @@ def test_slow_slices_get_batches_of_about_the_target_duration() -> None:
 
 
 def test_fast_slices_are_capped_so_every_thread_gets_several_batches() -> None:
-    assert plan_batch_size(0.001, remaining=1000, threads=2, bytes_per_slice=100) == 125
+    assert plan_batch_size(0.001, remaining=1000, threads=2, bytes_per_slice=100) == 167
 
 
 def test_work_shorter_than_a_round_trip_goes_in_one_batch() -> None:
@@ -31,8 +31,8 @@ def test_large_slices_are_capped_by_memory() -> None:
 
 def test_the_last_batches_shrink_but_not_below_the_round_trip() -> None:
     assert plan_batch_size(0.001, remaining=8, threads=2, bytes_per_slice=100) == 8
-    assert plan_batch_size(0.001, remaining=200, threads=2, bytes_per_slice=100) == 50
-    assert plan_batch_size(0.2, remaining=8, threads=2, bytes_per_slice=100) == 1
+    assert plan_batch_size(0.001, remaining=200, threads=2, bytes_per_slice=100) == 100
+    assert plan_batch_size(0.2, remaining=4, threads=2, bytes_per_slice=100) == 1
 
 
 def test_very_slow_slices_go_one_per_task() -> None:
