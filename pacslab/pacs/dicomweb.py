@@ -11,6 +11,7 @@ import fnmatch
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
@@ -119,6 +120,8 @@ class DicomwebClient:
         self._host = parts.hostname or node.host
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._session = requests.Session()
+        # Kept-alive connections are closed with the client even when close() is never called.
+        weakref.finalize(self, self._session.close)
         self._web = self._client(self._session)
 
     def _client(self, session: requests.Session) -> _WebClient:
@@ -437,6 +440,8 @@ class DicomwebClient:
                         cancelled = True
                         break
             except requests.HTTPError as exc:
+                if exc.response is not None:
+                    exc.response.close()  # a streamed error response holds its connection
                 code = exc.response.status_code if exc.response is not None else 0
                 if code == 404 and request.level == "IMAGE":
                     messages.append(f"{url.rsplit('/', 1)[-1]}: not found")
@@ -458,6 +463,13 @@ class DicomwebClient:
                 break
         session.close(self.config.timeouts.network)
         session.settle(self.config.timeouts.network, clean=lost is None and not cancelled)
+        if lost is None and not cancelled and not session.received_uids and session.expected == 0:
+            raise RetrieveFailed(
+                None,
+                "no instance matches the request",
+                "WADO-RS",
+                "The server holds nothing under these UIDs; check them with a query first.",
+            )
         level = request.level
         if cancelled:
             return session.result(level, "cancelled", None, messages)

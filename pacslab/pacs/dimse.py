@@ -83,6 +83,7 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Message IDs unique within the process, so the receiver can tell concurrent C-MOVEs apart.
 _MESSAGE_IDS = itertools.cycle(range(1, 65536))
 _CANCEL_POLL = 0.05
+_NOTHING_HELD = "The PACS holds nothing under these UIDs; check them with a query first."
 
 
 def _next_msg_id() -> int:
@@ -680,6 +681,9 @@ class DimseClient:
                 raise MoveDestinationUnknown(final, meaning, self.config.ae_title, host, port)
             detail = "The PACS lists no instances for this request." if session.expected == 0 else ""
             raise RetrieveFailed(final, meaning, service, detail)
+        if nothing_moved and session.expected == 0 and lost is None and not watcher.cancel_sent:
+            # A "successful" retrieve of nothing is a study or series the PACS does not hold.
+            raise RetrieveFailed(final, "no instance matches the request", service, _NOTHING_HELD)
         meaning = "" if final is None else status_meaning(final, service_key)
         if final is not None and final != 0:
             messages.append(f"{service} ended with status 0x{final:04X} ({meaning})")

@@ -23,7 +23,9 @@ from pacslab.pacs import (
     NoAcceptedContext,
     PacsTimeout,
     PacsUnreachable,
+    QueryFailed,
     ReceivedInstance,
+    RetrieveFailed,
     RetrieveIncomplete,
     connect_pacs,
 )
@@ -33,7 +35,7 @@ from pacslab.pacs.embedded import EmbeddedPacs
 from pacslab.pacs.orthanc import OrthancServer, free_port
 from pacslab.pacs.receiver import Receiver
 from pacslab.samples import phantom_ct_datasets
-from tests.pacs.conftest import OUR_AE, Collector, StudyFacts, assert_same_pixels, make_config
+from tests.pacs.conftest import OUR_AE, Collector, Peer, StudyFacts, assert_same_pixels, make_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -292,3 +294,21 @@ def test_receiver_accepts_only_allowed_hosts(allowed: str, admitted: bool) -> No
         if established:
             assoc.release()
     assert established is admitted
+
+
+def test_unknown_study_is_a_named_failure(peer: Peer) -> None:
+    absent = "1.2.826.0.1.3680043.8.498.99"
+    assert not peer.client.find_studies(study_uid=absent)
+    with pytest.raises(RetrieveFailed) as info:
+        peer.client.retrieve_study(absent, on_instance=lambda i: None, method=peer.methods[0])  # type: ignore[arg-type]
+    assert info.value.method in ("C-GET", "WADO-RS")
+
+
+def test_wrong_dicomweb_root_is_a_query_failure(orthanc: OrthancServer) -> None:
+    node = PacsNode(
+        "web", "ORTHANC", "127.0.0.1", orthanc.http_port, "dicomweb", f"{orthanc.url}/not-dicom-web"
+    )
+    with pytest.raises(QueryFailed) as info:
+        connect_pacs(node, make_config(node)).find_studies()
+    assert info.value.status == 404
+    assert "HTTP 404" in str(info.value)
