@@ -173,6 +173,14 @@ class OrthancServer:
             self._process.wait()
         self._process = None
 
+    def kill(self) -> None:
+        """Stop Orthanc at once (SIGKILL), as a crash or a power loss would."""
+        if self._process is None:
+            return
+        self._process.kill()
+        self._process.wait()
+        self._process = None
+
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -152,15 +152,6 @@ def small_ct(tmp_path: Path) -> list[Path]:
     return files
 
 
-def crash(server: OrthancServer) -> None:
-    """Stop Orthanc at once, as a crash or power loss would (a graceful stop first finishes
-    the transfer under way)."""
-    process = server._process
-    assert process is not None
-    process.kill()
-    process.wait()
-
-
 @pytest.mark.parametrize("method", ["c-get", "c-move", "wado"])
 def test_orthanc_stopped_midway(empty_orthanc: OrthancServer, small_ct: list[Path], method: str) -> None:
     empty_orthanc.upload(small_ct)
@@ -171,7 +162,7 @@ def test_orthanc_stopped_midway(empty_orthanc: OrthancServer, small_ct: list[Pat
     empty_orthanc.add_modality(OUR_AE, "127.0.0.1", receiver.port)
     client = connect_pacs(node, config) if method == "wado" else DimseClient(node, config, receiver=receiver)
     got = Collector(stop_after=10)
-    stopper = threading.Thread(target=lambda: (got.reached.wait(60), crash(empty_orthanc)))
+    stopper = threading.Thread(target=lambda: (got.reached.wait(60), empty_orthanc.kill()))
     stopper.start()
 
     def slow_take(instance: ReceivedInstance) -> None:
