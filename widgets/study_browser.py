@@ -271,15 +271,23 @@ class StudyBrowser(View):
         return {k: v for k, v in values.items() if v}
 
     def search(self) -> None:
-        """Search the selected source with the fields' filters (in the background)."""
+        """Search the selected source with the fields' filters (in the background).
+
+        A selected study that the new search lists again stays selected, with its series.
+        """
         filters = self.filters()
+        picked = self.selected_study
         self.study_table.rows = []
         self.series_table.rows = []
         self.status = "searching…"
-        if self.is_local:
-            self.run_in_background("search", lambda: self._search_local(filters), self._show_studies)
-        else:
-            self.run_in_background("search", lambda: self._search_pacs(filters), self._show_studies)
+        search = self._search_local if self.is_local else self._search_pacs
+
+        def done(found: tuple[list[dict[str, Any]], str]) -> None:
+            self._show_studies(found)
+            if picked and any(r["study_uid"] == picked for r in found[0]):
+                self.study_table.select([picked])  # lists its series again (_study_picked)
+
+        self.run_in_background("search", lambda: search(filters), done)
 
     def show_study(self, study_uid: str) -> None:
         """Find one study by its UID and expand it (used for ``?study=`` links)."""
@@ -370,6 +378,8 @@ class StudyBrowser(View):
         study_uid, rows = found
         if study_uid == self.selected_study:
             self.series_table.rows = rows
+            # The picked series may stay picked while its row changes (e.g. now stored).
+            self._series_picked({"new": self.series_table.selected})
 
     def _series_picked(self, change: dict[str, Any]) -> None:
         self.selected_series = tuple(change["new"])

@@ -61,6 +61,59 @@ def test_echo_search_expand_and_retrieve(
     assert next(r for r in browser.series if r["series_uid"] == series_uid)["stored"] == "yes"
 
 
+def test_open_is_enabled_after_retrieving_the_picked_series(
+    embedded_pacs: EmbeddedPacs, store: SliceStore, small_series: tuple[str, dict[str, Any]]
+) -> None:
+    series_uid, facts = small_series
+    opened: list[str] = []
+    browser = _browser(embedded_pacs, store, on_open=opened.append)
+    browser.show_study(facts["study_uid"])
+    settle(browser)
+    browser.series_table.select([series_uid])
+    assert browser.open_button.disabled  # not stored yet
+    browser.retrieve_button.click()
+    settle(browser)
+    assert browser.error == ""
+    assert browser.selected_series == (series_uid,)
+    assert next(r for r in browser.series if r["series_uid"] == series_uid)["stored"] == "yes"
+    # Still picked, now stored: it can be opened without picking it again.
+    assert not browser.open_button.disabled
+    assert not browser.retrieve_button.disabled
+    browser.open_button.click()
+    assert opened == [series_uid]
+
+
+def test_search_keeps_the_selected_study_and_its_series(
+    embedded_pacs: EmbeddedPacs, store: SliceStore, small_series: tuple[str, dict[str, Any]]
+) -> None:
+    series_uid, facts = small_series
+    browser = _browser(embedded_pacs, store)
+    browser.patient_name.value = facts["patient_name"]
+    browser.search_button.click()
+    settle(browser)
+    browser.study_table.select([facts["study_uid"]])
+    settle(browser)
+    listed = [r["series_uid"] for r in browser.series]
+    assert series_uid in listed
+
+    # A search that lists the study again keeps it selected and shows its series.
+    browser.patient_name.value = facts["patient_name"].split("^")[0] + "*"
+    browser.search_button.click()
+    settle(browser)
+    assert facts["study_uid"] in {r["study_uid"] for r in browser.studies}
+    assert browser.selected_study == facts["study_uid"]
+    assert browser.study_table.picker.value == facts["study_uid"]
+    assert [r["series_uid"] for r in browser.series] == listed
+
+    # One that does not list it drops the selection and its series.
+    browser.patient_name.value = "Nobody^Here"
+    browser.search_button.click()
+    settle(browser)
+    assert browser.studies == []
+    assert browser.selected_study == ""
+    assert browser.series == []
+
+
 def test_local_store_is_a_source(small_store: SliceStore, ct_uid: str) -> None:
     opened: list[str] = []
     browser = StudyBrowser(small_store, on_open=opened.append)
