@@ -17,6 +17,8 @@ import logging
 import shutil
 import signal
 import socket
+import socketserver
+import ssl
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -35,6 +37,7 @@ from pynetdicom import (
     evt,
 )
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.transport import ThreadedAssociationServer
 
 from pacslab.config import Config, PacsNode
 from pacslab.pacs.embedded_index import InvalidIdentifierError, PacsIndex, StoredInstance, query_level
@@ -43,7 +46,6 @@ from pacslab.pacs.embedded_matching import response_identifier
 if TYPE_CHECKING:
     from pynetdicom.association import Association
     from pynetdicom.events import Event
-    from pynetdicom.transport import AssociationServer
 
 __all__ = ["EmbeddedPacs", "InstanceRejectedError", "ListenError", "check_instance", "serve"]
 
@@ -136,6 +138,24 @@ def _remember_association(event: Event, holder: dict[str, Association]) -> None:
     holder["assoc"] = event.assoc
 
 
+class _HostFilteringServer(ThreadedAssociationServer):
+    """pynetdicom's server, closing connections from hosts not allowed before reading anything."""
+
+    allowed_hosts: tuple[str, ...] = ()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        if not self.allowed_hosts or client_address[0] in self.allowed_hosts:
+            return True
+        LOGGER.warning("refused a connection from %s (not an allowed host)", client_address[0])
+        return False
+
+    def shutdown(self) -> None:
+        # The server was made with AE.make_server and runs on our own thread: stop it and close
+        # its socket (AssociationServer.shutdown also expects to be in the AE's own server list).
+        socketserver.TCPServer.shutdown(self)
+        self.server_close()
+
+
 def _walk(paths: list[Path]) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
@@ -194,6 +214,12 @@ class EmbeddedPacs:
         Calling AE titles allowed to associate; empty allows any.
     maximum_associations : int
         Simultaneous associations served; more are rejected.
+    allowed_hosts : iterable of str
+        Peer IP addresses allowed to connect; empty allows any. A connection from elsewhere is
+        closed before anything is read from it.
+    tls : ssl.SSLContext, optional
+        Serve DICOM over TLS (PS3.15 B.1) with this server context; set its ``verify_mode`` to
+        ``ssl.CERT_REQUIRED`` and load a CA to accept only peers with a certificate it signed.
 
     Examples
     --------
@@ -211,6 +237,8 @@ class EmbeddedPacs:
         destinations: Mapping[str, tuple[str, int]] | None = None,
         allowed_calling_aes: Iterable[str] = (),
         maximum_associations: int = 10,
+        allowed_hosts: Iterable[str] = (),
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if not ae_title or len(ae_title) > 16 or "\\" in ae_title or not ae_title.isprintable():
             raise ValueError(f"an AE title is 1 to 16 printable characters without '\\', got {ae_title!r}")
@@ -223,6 +251,8 @@ class EmbeddedPacs:
         self.destinations: dict[str, tuple[str, int]] = dict(destinations or {})
         self.allowed_calling_aes = tuple(allowed_calling_aes)
         self.maximum_associations = maximum_associations
+        self.allowed_hosts = tuple(allowed_hosts)
+        self.tls = tls
         self._files = self.root / "files"
         self._incoming = self.root / "incoming"
         self._files.mkdir(parents=True, exist_ok=True)
@@ -230,7 +260,7 @@ class EmbeddedPacs:
         shutil.rmtree(self._incoming, ignore_errors=True)
         self._incoming.mkdir(parents=True)
         self.index = PacsIndex(self.root / "index.sqlite")
-        self._server: AssociationServer | None = None
+        self._server: _HostFilteringServer | None = None
 
     # -- lifetime -------------------------------------------------------------------------
 
@@ -249,7 +279,7 @@ class EmbeddedPacs:
         return self._server is not None
 
     @property
-    def server(self) -> AssociationServer | None:
+    def server(self) -> ThreadedAssociationServer | None:
         """The running pynetdicom server, or ``None`` when stopped."""
         return self._server
 
@@ -281,14 +311,22 @@ class EmbeddedPacs:
             (evt.EVT_C_STORE, self._on_store),
         ]
         try:
-            server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+            server = ae.make_server(
+                (self.host, self.port),
+                ssl_context=self.tls,
+                evt_handlers=handlers,
+                server_class=_HostFilteringServer,
+            )
         except OSError as exc:
             raise ListenError(
                 f"the embedded PACS cannot listen on {self.host}:{self.port} ({exc.strerror or exc}); "
                 "stop what uses that port or choose another (embedded_pacs.port, "
                 "PACSLAB_EMBEDDED_PACS_PORT; 0 picks a free one)"
             ) from exc
-        assert server is not None  # start_server(block=False) always returns the server
+        assert isinstance(server, _HostFilteringServer)
+        # Set before the server takes its first connection.
+        server.allowed_hosts = self.allowed_hosts
+        threading.Thread(target=server.serve_forever, name=f"pacs-{self.ae_title}", daemon=True).start()
         self._server = server
         self.port = int(server.server_address[1])
         LOGGER.info("embedded PACS %s listening on %s:%d", self.ae_title, self.host, self.port)
