@@ -19,16 +19,15 @@ DASK = str(Path(sys.executable).with_name("dask"))
 class PlainScheduler:
     """A scheduler process, and worker processes without nanny (a killed one stays dead)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, protocol: str = "tcp", extra: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         # Plain processes read pacslab's Dask defaults the documented way.
         self.env = {**os.environ, "DASK_CONFIG": str(Path(dask_cluster.__file__).parent)}
         self.port = free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.address = f"{protocol}://127.0.0.1:{self.port}"
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.scheduler = self._start(
-            "scheduler", ["scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"]
-        )
+        args = ["scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"]
+        self.scheduler = self._start("scheduler", [*args, "--protocol", protocol, *extra])
 
     def _start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         with (self.workdir / f"{name}.log").open("ab") as log:
