@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any, NoReturn
@@ -26,9 +26,9 @@ from pydicom.errors import InvalidDicomError
 
 from pacslab.config import Config, PacsNode
 from pacslab.pacs import query
+from pacslab.pacs.base import QueryRetrieveBase
 from pacslab.pacs.client import (
     DateFilter,
-    InstanceMatch,
     OnInstance,
     OnProgress,
     PatientMatch,
@@ -36,9 +36,7 @@ from pacslab.pacs.client import (
     ReceivedInstance,
     RetrieveMethod,
     RetrieveResult,
-    SeriesMatch,
     StoreStatus,
-    StudyMatch,
 )
 from pacslab.pacs.errors import (
     AssociationAborted,
@@ -97,7 +95,7 @@ class _WebClient(DICOMwebClient):
         yield from self._decode_multipart_message(response, stream=True)
 
 
-class DicomwebClient:
+class DicomwebClient(QueryRetrieveBase):
     """A PACS spoken to over DICOMweb (QIDO-RS, WADO-RS, STOW-RS).
 
     Parameters
@@ -250,115 +248,8 @@ class DicomwebClient:
         truncated = limit is not None and len(records) > limit
         return QueryTable("PATIENT", records[:limit] if limit else records, PatientMatch, truncated)
 
-    def find_studies(
-        self,
-        *,
-        patient_name: str | None = None,
-        patient_id: str | None = None,
-        patient_birth_date: DateFilter = None,
-        accession_number: str | None = None,
-        study_date: DateFilter = None,
-        modality: str | None = None,
-        study_description: str | None = None,
-        study_uid: str | Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> QueryTable[StudyMatch]:
-        """Studies matching the filters, with counts of series and instances."""
-        filters = query.make_filters(
-            patient_name=patient_name,
-            patient_id=patient_id,
-            patient_birth_date=patient_birth_date,
-            accession_number=accession_number,
-            study_date=study_date,
-            modality=modality,
-            study_description=study_description,
-            study_uid=study_uid,
-            limit=limit,
-        )
-        outcome = query.find_studies(self._qido, filters, self.modalities_in_study)
-        if outcome.modalities_in_study is not None:
-            self.modalities_in_study = outcome.modalities_in_study
-        return QueryTable("STUDY", outcome.studies, StudyMatch, outcome.truncated, outcome.messages)
-
-    def find_series(
-        self,
-        study_uid: str | None = None,
-        *,
-        modality: str | None = None,
-        series_description: str | None = None,
-        series_uid: str | Sequence[str] | None = None,
-        patient_id: str | None = None,
-        limit: int | None = None,
-    ) -> QueryTable[SeriesMatch]:
-        """Series of a study matching the filters."""
-        filters = query.make_filters(
-            study_uid=study_uid,
-            modality=modality,
-            series_description=series_description,
-            series_uid=series_uid,
-            patient_id=patient_id,
-            limit=limit,
-        )
-        return self._find("SERIES", filters)
-
-    def find_instances(
-        self,
-        study_uid: str,
-        series_uid: str,
-        *,
-        sop_instance_uid: str | Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> QueryTable[InstanceMatch]:
-        """Instances of a series."""
-        filters = query.make_filters(
-            study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_instance_uid, limit=limit
-        )
-        return self._find("IMAGE", filters)
-
-    # -- retrieve -------------------------------------------------------------------------
-
-    def retrieve_study(
-        self,
-        study_uid: str,
-        *,
-        on_instance: OnInstance,
-        method: RetrieveMethod = "auto",
-        on_progress: OnProgress | None = None,
-        cancel_event: threading.Event | None = None,
-    ) -> RetrieveResult:
-        """Fetch every instance of a study into ``on_instance`` by WADO-RS."""
-        return self.retrieve(
-            query.RetrieveRequest.make(study_uid), on_instance, method, on_progress, cancel_event
-        )
-
-    def retrieve_series(
-        self,
-        study_uid: str,
-        series_uid: str,
-        *,
-        on_instance: OnInstance,
-        method: RetrieveMethod = "auto",
-        on_progress: OnProgress | None = None,
-        cancel_event: threading.Event | None = None,
-    ) -> RetrieveResult:
-        """Fetch every instance of a series into ``on_instance`` by WADO-RS."""
-        request = query.RetrieveRequest.make(study_uid, series_uid)
-        return self.retrieve(request, on_instance, method, on_progress, cancel_event)
-
-    def retrieve_instances(
-        self,
-        study_uid: str,
-        series_uid: str,
-        sop_instance_uids: Sequence[str],
-        *,
-        on_instance: OnInstance,
-        method: RetrieveMethod = "auto",
-        on_progress: OnProgress | None = None,
-        cancel_event: threading.Event | None = None,
-    ) -> RetrieveResult:
-        """Fetch the listed instances into ``on_instance`` by WADO-RS."""
-        request = query.RetrieveRequest.make(study_uid, series_uid, sop_instance_uids)
-        return self.retrieve(request, on_instance, method, on_progress, cancel_event)
+    def _find_studies(self, filters: query.QueryFilters) -> query.StudyQueryOutcome:
+        return query.find_studies(self._qido, filters, self.modalities_in_study)
 
     def _urls(self, request: query.RetrieveRequest) -> list[str]:
         base = f"{self._web.base_url}/studies/{request.study_uid}"
