@@ -10,6 +10,7 @@ import ipywidgets as w
 import traitlets
 
 from widgets.batch_query import BatchQuery
+from widgets.export_panel import ExportPanel
 from widgets.job_panel import JobPanel
 from widgets.slice_viewer import SliceViewer
 from widgets.study_browser import StudyBrowser
@@ -27,14 +28,15 @@ if TYPE_CHECKING:
 
 __all__ = ["TABS", "App"]
 
-TABS = ("Browse", "Batch", "Upload", "View", "Process", "Transfers")
+TABS = ("Browse", "Batch", "Upload", "View", "Process", "Export", "Transfers")
 
 
 class App(View):
-    """The dashboard: browse and retrieve, batch queries, upload, view, process, transfers.
+    """The dashboard: browse and retrieve, batch queries, upload, view, process, export, transfers.
 
     Opening a series anywhere (browser, upload) shows it in the View tab; a job started in
-    Process draws its result live in the viewer; every transfer shows in Transfers.
+    Process draws its result live in the viewer and is offered in Export, which sends results
+    to the PACS nodes; every transfer shows in Transfers.
 
     Parameters
     ----------
@@ -92,6 +94,10 @@ class App(View):
                 "No Dask cluster is connected: start the dashboard with a cluster "
                 "(<code>dask_cluster.connect()</code>) to run processors."
             )
+        export_nodes = list(nodes) or ([pacs.node] if pacs is not None else [])
+        self.export = ExportPanel(
+            store, export_nodes, connect=connect, config=config, jobs=self.jobs, transfers=self.transfers
+        )
         self.monitor = TransferMonitor(self.transfers)
         self.tabs = w.Tab(
             children=[
@@ -100,6 +106,7 @@ class App(View):
                 self.upload.widget,
                 self.viewer.widget,
                 jobs_widget,
+                self.export.widget,
                 self.monitor.widget,
             ],
             titles=TABS,
@@ -133,6 +140,8 @@ class App(View):
         self.tabs.selected_index = TABS.index(change["new"])
         if change["new"] == "Process" and self.jobs is not None:
             self.jobs.guarded(self.jobs.refresh)
+        elif change["new"] == "Export":
+            self.export.guarded(self.export.refresh)
 
     def open_series(self, series_uid: str) -> None:
         """Show a stored series in the View tab (and offer it to the Process tab)."""
@@ -142,9 +151,18 @@ class App(View):
         self.tab = "View"
 
     def open_link(self, query: Mapping[str, str]) -> None:
-        """Act on a dashboard URL's query parameters: ``study=<uid>`` or ``series=<uid>``."""
+        """Act on a dashboard URL's query parameters.
+
+        ``series=<uid>`` opens a stored series in the View tab; ``study=<uid>`` finds and
+        expands that study in Browse; otherwise Browse searches, for ``patient=<id>`` (the
+        Patient ID field is filled) or, without one, for every study of the source.
+        """
         if "series" in query:
             self.open_series(query["series"])
-        elif "study" in query:
+            return
+        if "study" in query:
             self.browser.show_study(query["study"])
-            self.tab = "Browse"
+        else:
+            self.browser.patient_id.value = query.get("patient", "")
+            self.browser.search()
+        self.tab = "Browse"

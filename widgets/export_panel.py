@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 import traitlets
 
+from widgets.transfer_monitor import Transfer, TransferLog
 from widgets.view import View, escape, html_table
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ class ExportPanel(View):
     config : Config, optional
     jobs : JobPanel, optional
         When given, a job it finishes is listed and picked at once.
+    transfers : TransferLog, optional
+        When given, each send is recorded there (kind ``"export"``) for the TransferMonitor.
 
     Traits
     ------
@@ -71,9 +74,11 @@ class ExportPanel(View):
         connect: Callable[[PacsNode], PacsClient] | None = None,
         config: Config | None = None,
         jobs: JobPanel | None = None,
+        transfers: TransferLog | None = None,
     ) -> None:
         super().__init__()
         self.store = store
+        self.transfers = transfers
         self._nodes = {n.name: n for n in nodes}
         self._connect = connect
         self._config = config
@@ -202,6 +207,8 @@ class ExportPanel(View):
         self.exported = []
         self.result_table.value = ""
         self.status = f"exporting {job_id}…"
+        log = self.transfers
+        transfer: Transfer | None = log.start("export", f"{job_id} to {node.name}") if log else None
 
         def work() -> list[StoreStatus]:
             from pacslab.export import export_job, send_to_pacs
@@ -223,17 +230,31 @@ class ExportPanel(View):
             self.status = (
                 f"sending {len(exported.datasets)} instance(s) of {record.processor} to {node.name}…"
             )
+            if log is not None and transfer is not None:
+                log.update(transfer, total=len(exported.datasets))
             client = self._client(node)
             try:
                 return send_to_pacs(client, exported.datasets, raise_on_failure=False)
             finally:
                 client.close()
 
-        self.run_in_background("send", work, lambda statuses: self._sent(statuses, node.name))
+        def failed(exc: BaseException) -> None:
+            if log is not None and transfer is not None:
+                log.finish(transfer, "failed", self.error)
 
-    def _sent(self, statuses: list[StoreStatus], node: str) -> None:
+        self.run_in_background(
+            "send", work, lambda statuses: self._sent(statuses, node.name, transfer), failed
+        )
+
+    def _sent(self, statuses: list[StoreStatus], node: str, transfer: Transfer | None = None) -> None:
         self.sent = sum(1 for s in statuses if s.ok)
         self.refused = len(statuses) - self.sent
+        if self.transfers is not None and transfer is not None:
+            self.transfers.update(transfer, done=self.sent, failed=self.refused)
+            if self.refused:
+                self.transfers.finish(transfer, "failed", f"{node} refused {self.refused} instance(s)")
+            else:
+                self.transfers.finish(transfer, "done")
         kinds = sorted({e["modality"] for e in self.exported})
         self.status = f"sent {'/'.join(kinds)} to {node}: {self.sent} stored, {self.refused} refused"
         if self.left_out:

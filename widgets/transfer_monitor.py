@@ -1,4 +1,4 @@
-"""Uploads, retrieves and jobs, running and finished: counts, sizes, durations and errors.
+"""Uploads, retrieves, jobs and exports, running and finished: counts, sizes, durations and errors.
 
 The other widgets record their work in a shared :class:`TransferLog`; a
 :class:`TransferMonitor` shows it.
@@ -19,14 +19,14 @@ from widgets.view import View, escape
 
 __all__ = ["Transfer", "TransferKind", "TransferLog", "TransferMonitor"]
 
-TransferKind = Literal["upload", "retrieve", "job"]
+TransferKind = Literal["upload", "retrieve", "job", "export"]
 TransferState = Literal["running", "done", "failed", "cancelled"]
 _ids = itertools.count(1)
 
 
 @dataclass
 class Transfer:
-    """One upload, retrieve or job as the monitor shows it."""
+    """One upload, retrieve, job or export as the monitor shows it."""
 
     kind: TransferKind
     name: str

@@ -35,6 +35,7 @@ STYLE = """<style>
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from pacslab.config import ConfigError
+    from pacslab.export import ExportError
     from pacslab.ingest import IngestError
     from pacslab.jobs import JobError
     from pacslab.pacs import PacsError
@@ -45,6 +46,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     return (
         ConfigError,
+        ExportError,
         IngestError,
         JobError,
         PacsError,

@@ -144,9 +144,10 @@ def test_link_search_retrieve_view_process_and_send(
             assert red_pixels(image) > 500, "the mask overlay is not drawn over the slice"
 
         with steps.step("send-to-orthanc"):
-            result = page.get_by_label("Result")
+            page.get_by_role("tab", name="Export").click()
+            result = page.get_by_label("Result").filter(visible=True)
             expect(result).to_contain_text("otsu_mask 1.0", timeout=QUICK_MS)
-            target = page.get_by_label("Send to")
+            target = page.get_by_label("Send to").filter(visible=True)
             target.select_option(value="orthanc")
             page.get_by_role("button", name="Send to PACS").click()
             expect(page.get_by_text("sent SEG to orthanc: 1 stored, 0 refused")).to_be_visible(

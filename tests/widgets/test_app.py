@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydicom import dcmread
+
 from pacslab.pacs import connect_pacs
 from pacslab.pacs.embedded import EmbeddedPacs
 from pacslab.store import SliceStore
@@ -16,6 +18,7 @@ def test_app_tabs_and_opening_a_series(small_store: SliceStore, ct_uid: str) -> 
     assert [app.tabs.get_title(i) for i in range(len(TABS))] == list(TABS)
     assert app.browser.source == "Local store"
     assert "No Dask cluster" in app.tabs.children[4].value
+    assert app.tabs.children[TABS.index("Export")] is app.export.widget
     app.open_link({"series": ct_uid})
     assert app.tab == "View"
     assert app.tabs.selected_index == 3
@@ -55,6 +58,32 @@ def test_retrieve_shows_in_transfers_and_opens(
     app.browser.open_button.click()
     assert app.tab == "View"
     assert app.viewer.series_uid == series_uid
+
+
+def test_patient_link_searches_that_patient(
+    embedded_pacs: EmbeddedPacs,
+    store: SliceStore,
+    small_series: tuple[str, dict[str, Any]],
+    sample_series: dict[str, dict[str, Any]],
+) -> None:
+    _, facts = small_series
+    patient_id = str(dcmread(facts["files"][0], stop_before_pixels=True).PatientID)
+    expected = {
+        s["study_uid"]
+        for s in sample_series.values()
+        if str(dcmread(s["files"][0], stop_before_pixels=True).PatientID) == patient_id
+    }
+    node = embedded_pacs.node
+    app = App(store, pacs=connect_pacs(node, make_config(node)))
+    settle(app.browser)
+    app.tab = "View"
+    app.open_link({"patient": patient_id})
+    settle(app.browser)
+    assert app.tab == "Browse"
+    assert app.browser.patient_id.value == patient_id
+    assert app.browser.error == ""
+    assert {r["study_uid"] for r in app.browser.studies} == expected
+    assert {r["patient_id"] for r in app.browser.studies} == {patient_id}
 
 
 def test_monitor_counts_and_escapes() -> None:

@@ -16,7 +16,7 @@ from pacslab.pacs.embedded import EmbeddedPacs
 from pacslab.samples import phantom_ct_datasets
 from pacslab.store import SliceStore
 from tests.widgets.conftest import closed_port, make_config, settle
-from widgets import JobPanel
+from widgets import JobPanel, TransferLog
 from widgets.export_panel import ExportPanel
 
 
@@ -41,7 +41,8 @@ def test_a_finished_mask_job_is_sent_as_a_segmentation(
     store, series_uid = ct_store
     summary = run_job(dask_client, store, "otsu_mask", {}, [series_uid]).wait()
     node = destination.node
-    panel = ExportPanel(store, [node], config=make_config(node))
+    log = TransferLog()
+    panel = ExportPanel(store, [node], config=make_config(node), transfers=log)
     assert [value for _, value in panel.job_picker.options] == [summary.job_id]
     assert panel.job_id == summary.job_id
     assert "sends a DICOM Segmentation" in panel.what.value
@@ -56,6 +57,8 @@ def test_a_finished_mask_job_is_sent_as_a_segmentation(
         found = pacs.find_series(study_uid, modality="SEG")
     assert [s.series_uid for s in found] == [panel.exported[0]["series_uid"]]
     assert "success" in panel.result_table.value
+    assert [(t.kind, t.state, t.done, t.total) for t in log.transfers] == [("export", "done", 1, 1)]
+    assert log.transfers[0].name == f"{summary.job_id} to {node.name}"
 
 
 def test_a_job_finished_in_the_job_panel_is_picked(
@@ -88,7 +91,7 @@ def test_an_incomplete_job_is_refused_unless_partial_is_ticked(
     panel.job_id = summary.job_id
     panel.send()
     settle(panel)
-    assert "has 5 of 6 slices done" in panel.error
+    assert panel.error.startswith(f"job {summary.job_id!r} has 5 of 6 slices done")  # named, not unexpected
     assert (panel.sent, panel.exported) == (0, [])
     panel.partial_box.value = True
     panel.send()
@@ -104,7 +107,8 @@ def test_problems_are_named_and_nothing_is_sent(
 ) -> None:
     store, series_uid = ct_store
     down = PacsNode(name="down", ae_title="DOWN", host="127.0.0.1", port=closed_port())
-    panel = ExportPanel(store, [destination.node, down], config=make_config(destination.node))
+    log = TransferLog()
+    panel = ExportPanel(store, [destination.node, down], config=make_config(destination.node), transfers=log)
     panel.send()
     assert panel.error == "pick a result to send (run a processor first)"
     panel.node = "nowhere"
@@ -119,4 +123,5 @@ def test_problems_are_named_and_nothing_is_sent(
     assert panel.sent == 0
     assert "127.0.0.1" in panel.error
     assert "unreachable" in panel.error
+    assert [(t.kind, t.state, t.error) for t in log.transfers] == [("export", "failed", panel.error)]
     assert "<" not in panel.error_area.value.replace("<div", "").replace("</div>", "")
