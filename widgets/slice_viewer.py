@@ -332,7 +332,9 @@ class SliceViewer(View):
                 self._setting_preset = False
             self.preset = options[0]
             self._apply_preset(options[0])
-        self.status = f"{info.modality} series, {info.n_slices} slices of {info.rows}×{info.cols}"
+        self.status = f"{info.modality} series, {info.n_slices} slices of {info.rows}×{info.cols}" + "".join(
+            f"; check geometry: {warning}" for warning in info.geometry_warnings
+        )
         self._make_thumbnails()
 
     def _presets_for(self, info: SeriesInfo) -> dict[str, tuple[float, float]]:

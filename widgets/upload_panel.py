@@ -217,7 +217,8 @@ class UploadPanel(View):
         self.n_instances = report.n_instances
         self.progress.value = self.progress.max
         self.progress.bar_style = "warning" if report.rejected else "success"
-        self.status = f"stored {report}"
+        warnings = [w for series in report.warnings.values() for w in series]
+        self.status = f"stored {report}" + "".join(f"; check geometry: {w}" for w in warnings)
         self.transfers.update(record, done=report.n_instances, failed=len(report.rejected))
         if report.rejected and not report.series_uids:
             self.transfers.finish(record, "failed", f"{len(report.rejected)} file(s) rejected")

@@ -102,14 +102,6 @@ def test_the_catalog_flags_every_irregular_series(
     assert "gap" in " ".join(warnings["gap"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "no widget shows SeriesInfo.geometry_warnings: widgets/upload_panel.py _finished() reports "
-        "str(report), which leaves out IngestReport.warnings, and widgets/slice_viewer.py _on_series() "
-        "never shows info.geometry_warnings"
-    ),
-)
 def test_the_user_is_told_in_the_upload_panel_and_the_viewer(
     uploaded: tuple[SliceStore, dict[str, str], dict[str, str]], figures: Figures
 ) -> None:
