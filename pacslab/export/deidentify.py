@@ -92,6 +92,15 @@ class DeidentifiedCopy(NamedTuple):
     held_back: list[HeldBack]
 
 
+def _dummy(vr: str) -> object:
+    """A dummy value of the element's VR (bytes padded to an even length)."""
+    if vr == "SQ":
+        return DicomSequence([Dataset()])
+    if vr in ("OB", "OD", "OF", "OL", "OV", "OW", "UN"):
+        return DUMMY_VALUE.encode("ascii") + b"\0"
+    return DUMMY_VALUE
+
+
 def _apply_profile(ds: Dataset) -> None:
     """Apply the profile's X/Z/D actions to ``ds`` and every nested item."""
     for keyword in REMOVE:
@@ -104,8 +113,8 @@ def _apply_profile(ds: Dataset) -> None:
             else:
                 ds[keyword].value = None
     for keyword in DUMMY:
-        if keyword in ds and ds[keyword].value not in (None, ""):
-            ds[keyword].value = DUMMY_VALUE
+        if keyword in ds and ds[keyword].value not in (None, "", b""):
+            ds[keyword].value = _dummy(ds[keyword].VR)
     for element in ds:
         if element.VR == "SQ":
             for item in element.value:
