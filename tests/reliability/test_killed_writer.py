@@ -11,13 +11,8 @@ from what was sent.
 from __future__ import annotations
 
 import random
-import signal
-import threading
-import time
-from collections.abc import Callable
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +22,7 @@ from pacslab.store import SliceStore, read_series_slices
 from pacslab.store.results import ResultReader, ResultWriter
 from tests.reliability.conftest import Figures
 from tests.reliability.dicom_bytes import encode, series
-from tests.reliability.writers import PROVENANCE, ingest_uploads, result_pattern, write_results
+from tests.reliability.writers import PROVENANCE, ingest_uploads, result_pattern, run_and_kill, write_results
 
 ITEM = 7
 KILLS = 50
@@ -35,42 +30,6 @@ MAX_TRIALS = 90
 N_RESULT_SLICES = 40
 
 pytestmark = pytest.mark.timeout(400)
-
-
-def run_and_kill(
-    context: ForkServerContext,
-    target: Callable[..., None],
-    args: tuple[Any, ...],
-    after_acks: int,
-    delay_s: float,
-) -> tuple[list[tuple[str, int]], bool, list[float]]:
-    """Run ``target``; SIGKILL it ``delay_s`` after its ``after_acks``-th ack (0: after start).
-
-    Returns the acks it sent, whether the kill came before it ended, and when each ack came.
-    """
-    receiving, sending = context.Pipe(duplex=False)
-    process = context.Process(target=target, args=(*args, sending))
-    started = time.monotonic()
-    process.start()
-    sending.close()
-    acks: list[tuple[str, int]] = []
-    times: list[float] = []
-    # The timer is the fault: it fires at a random moment whatever the writer is doing.
-    timer = threading.Timer(delay_s, process.kill)
-    if after_acks == 0:
-        timer.start()
-    while True:
-        try:
-            acks.append(receiving.recv())
-        except EOFError:  # the writer ended or died; everything it sent has been read
-            break
-        times.append(time.monotonic() - started)
-        if len(acks) == after_acks:
-            timer.start()
-    process.join()
-    timer.cancel()
-    receiving.close()
-    return acks, process.exitcode == -signal.SIGKILL, times
 
 
 def _openable(root: Path) -> tuple[int, int]:
@@ -101,15 +60,19 @@ def test_a_killed_ingest_keeps_every_acknowledged_upload(
     acks, killed, times = run_and_kill(forkserver, ingest_uploads, (str(tmp_path / "whole"), files), 0, 3600)
     assert not killed
     assert acks[-1][0] == "stored"
-    upload_s, finish_s = times[-2] / len(files), times[-1] - times[-2]
+    # Time per upload between the first and last acknowledgements (process start left out).
+    upload_s, finish_s = (times[-2] - times[0]) / (len(files) - 1), times[-1] - times[-2]
 
     rng = random.Random(7)
     trials = kills = while_writing = 0
     unopenable = missing = corrupt = 0
     while kills < KILLS and trials < MAX_TRIALS:
         root = tmp_path / f"store{trials}"
-        after = rng.randint(0, len(files))
-        delay = rng.uniform(0, 1.2 * finish_s if after == len(files) else 1.5 * upload_s)
+        # Every other trial aims at the uploads, the others at the writing of the series.
+        if trials % 2:
+            after, delay = rng.randint(1, len(files) - 1), rng.uniform(0, upload_s)
+        else:
+            after, delay = len(files), rng.uniform(0, finish_s)
         acks, was_killed, _ = run_and_kill(forkserver, ingest_uploads, (str(root), files), after, delay)
         trials += 1
         kills += was_killed

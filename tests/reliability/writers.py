@@ -8,10 +8,15 @@ series once ``finish`` returns; the result writer acknowledges a slice once ``wr
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 import zlib
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +29,7 @@ __all__ = [
     "checksummed_slice",
     "ingest_uploads",
     "result_pattern",
+    "run_and_kill",
     "slice_is_whole",
     "write_checksummed",
     "write_results",
@@ -95,3 +101,39 @@ def write_checksummed(path: str, n_slices: int, batch: int, acks: Connection) ->
             indices = list(range(start, min(start + batch, n_slices)))
             writer.write_many([(i, checksummed_slice(i)) for i in indices])
             acks.send((indices, time.monotonic()))
+
+
+def run_and_kill(
+    context: ForkServerContext,
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+    after_acks: int,
+    delay_s: float,
+) -> tuple[list[tuple[str, int]], bool, list[float]]:
+    """Run ``target``; SIGKILL it ``delay_s`` after its ``after_acks``-th ack (0: after start).
+
+    Returns the acks it sent, whether the kill came before it ended, and when each ack came.
+    """
+    receiving, sending = context.Pipe(duplex=False)
+    process = context.Process(target=target, args=(*args, sending))
+    started = time.monotonic()
+    process.start()
+    sending.close()
+    acks: list[tuple[str, int]] = []
+    times: list[float] = []
+    # The timer is the fault: it fires at a random moment whatever the writer is doing.
+    timer = threading.Timer(delay_s, process.kill)
+    if after_acks == 0:
+        timer.start()
+    while True:
+        try:
+            acks.append(receiving.recv())
+        except EOFError:  # the writer ended or died; everything it sent has been read
+            break
+        times.append(time.monotonic() - started)
+        if len(acks) == after_acks:
+            timer.start()
+    process.join()
+    timer.cancel()
+    receiving.close()
+    return acks, process.exitcode == -signal.SIGKILL, times
