@@ -18,7 +18,7 @@ from pacslab.ingest import Ingest, IngestLimits
 from pacslab.store import SliceStore
 
 # The caps the tests configure; everything else keeps the defaults.
-LIMITS = IngestLimits(max_zip_member_bytes=64 << 20)
+LIMITS = IngestLimits(max_inflated_bytes=64 << 20, max_zip_member_bytes=64 << 20)
 
 
 def _status_mib(field: str) -> float:

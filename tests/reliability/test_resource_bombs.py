@@ -11,6 +11,7 @@ import json
 import struct
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,8 @@ from tests.reliability.conftest import Figures
 from tests.reliability.dicom_bytes import deeply_nested_file, deflate_bomb, huge_dimensions_file
 
 ITEM = 2
-# Peak resident memory allowed above the child's resting size while it refuses a bomb.
+# Peak resident memory allowed above the child's resting size while it refuses a bomb
+# (the child runs with a 64 MiB inflate cap and a 64 MiB zip member cap).
 MEMORY_CAP_MIB = 200
 HANG_S = 60.0
 
@@ -44,45 +46,75 @@ def _zip_bombs(folder: Path) -> dict[str, Path]:
     return {"zip member declaring 128 MiB": honest, "zip member lying about its size": liar}
 
 
-def test_bombs_are_refused_in_seconds_within_the_memory_cap(tmp_path: Path, figures: Figures) -> None:
+BOMBS = {
+    "deflate bomb (1 GiB inflated)": "DecompressionBomb",
+    "65535 x 65535 x 1000 frames header": "ImageTooLarge",
+    "sequence nested 20,000 deep": "SequenceTooDeep",
+    "zip member declaring 128 MiB": "DecompressionBomb",
+    "zip member lying about its size": "NotDicom",
+}
+UNDER_CAP = "deflated dataset of 60 MiB, under the 64 MiB inflate cap"
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Each hostile file ingested in a child process: label -> what the child measured."""
+    folder = tmp_path_factory.mktemp("bombs")
     files = {
         "deflate bomb (1 GiB inflated)": ("deflate-bomb.dcm", deflate_bomb(1 << 30)),
         "65535 x 65535 x 1000 frames header": ("huge.dcm", huge_dimensions_file(1000)),
         "sequence nested 20,000 deep": ("nested.dcm", deeply_nested_file(20000)),
+        UNDER_CAP: ("under-cap.dcm", deflate_bomb(60 << 20)),
     }
     entries = []
     for label, (name, data) in files.items():
-        (tmp_path / name).write_bytes(data)
-        entries.append({"name": name, "path": str(tmp_path / name), "label": label})
-    entries += [{"name": p.name, "path": str(p), "label": label} for label, p in _zip_bombs(tmp_path).items()]
-    manifest = tmp_path / "manifest.json"
+        (folder / name).write_bytes(data)
+        entries.append({"name": name, "path": str(folder / name), "label": label})
+    entries += [{"name": p.name, "path": str(p), "label": label} for label, p in _zip_bombs(folder).items()]
+    manifest = folder / "manifest.json"
     manifest.write_text(json.dumps(entries))
-
-    run = run_module_over("tests.reliability.bomb_worker", manifest, len(entries), tmp_path, HANG_S)
-
+    run = run_module_over("tests.reliability.bomb_worker", manifest, len(entries), folder, HANG_S)
     assert run.crashed == []
     assert run.hung == []
     summary = {}
     for i, entry in enumerate(entries):
         result = run.results[i]
-        growth = max(0.0, result["peak_mib"] - result["rss_before_mib"])
         summary[entry["label"]] = {
             "file KiB": round(Path(entry["path"]).stat().st_size / 1024),
             "refused as": ", ".join(result["errors"]) or "accepted",
             "seconds": round(result["seconds"], 2),
-            "peak memory above rest (MiB)": round(growth, 1),
+            "peak memory above rest (MiB)": round(max(0.0, result["peak_mib"] - result["rss_before_mib"]), 1),
+            "stored series": result["stored_series"],
         }
-    for label, row in summary.items():
-        figures(label, row)
-    figures("memory cap (MiB above rest)", MEMORY_CAP_MIB)
+    return summary
 
-    expected = {
-        "deflate bomb (1 GiB inflated)": "DecompressionBomb",
-        "65535 x 65535 x 1000 frames header": "ImageTooLarge",
-        "sequence nested 20,000 deep": "SequenceTooDeep",
-        "zip member declaring 128 MiB": "DecompressionBomb",
-        "zip member lying about its size": "NotDicom",
-    }
-    assert {label: row["refused as"] for label, row in summary.items()} == expected
-    assert all(run.results[i]["stored_series"] == 0 for i in range(len(entries)))
-    assert all(row["peak memory above rest (MiB)"] < MEMORY_CAP_MIB for row in summary.values())
+
+def test_bombs_are_refused_in_seconds_within_the_memory_cap(
+    refused: dict[str, dict[str, Any]], figures: Figures
+) -> None:
+    for label in BOMBS:
+        figures(label, refused[label])
+    figures("memory cap (MiB above rest)", MEMORY_CAP_MIB)
+    assert {label: refused[label]["refused as"] for label in BOMBS} == BOMBS
+    assert all(refused[label]["stored series"] == 0 for label in BOMBS)
+    assert all(refused[label]["peak memory above rest (MiB)"] < MEMORY_CAP_MIB for label in BOMBS)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "pacslab/ingest/reading.py:362 reads a deflated dataset with pydicom.dcmread (inflated whole in "
+        "memory) and, having no pixel element offset, :460 reads the whole file again with "
+        "pydicom.dcmread(path) to check the pixel length: a dataset just under max_inflated_bytes "
+        "costs about 3 times its inflated size in memory; fix: inflate once, streaming, into a "
+        "spooled explicit-VR-little-endian file (the bytes are already counted in "
+        "_check_inflated_size) and scan that like any native file"
+    ),
+)
+def test_a_deflated_file_under_the_cap_costs_at_most_twice_its_inflated_size(
+    refused: dict[str, dict[str, Any]], figures: Figures
+) -> None:
+    row = refused[UNDER_CAP]
+    figures(UNDER_CAP, row)
+    assert row["stored series"] == 0
+    assert row["peak memory above rest (MiB)"] <= 2 * 64
