@@ -12,7 +12,7 @@
 * ``faults``: each network fault repeated (worst time from fault to named error).
 
 Usage: ``python bench/bench_soak.py [--mutants 20000] [--kills 250] [--slices 20000]
-[--fault-rounds 5] [--bomb-mib 1024] [--only corpus,bomb,...]``
+[--fault-rounds 5] [--bomb-mib 512] [--only corpus,bomb,...]``
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=250)
     parser.add_argument("--slices", type=int, default=20000)
     parser.add_argument("--fault-rounds", type=int, default=5)
-    parser.add_argument("--bomb-mib", type=int, default=1024)
+    parser.add_argument("--bomb-mib", type=int, default=512)
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections to run")
     args = parser.parse_args()
     wanted = args.only.split(",")
