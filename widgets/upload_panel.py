@@ -176,11 +176,17 @@ class UploadPanel(View):
         if self.server_root is None:
             self.error = "importing folders on the server is not enabled here"
             return
-        target = (self.server_root / folder.strip()).resolve()
-        if not target.is_relative_to(self.server_root):
+        try:
+            target = (self.server_root / folder.strip()).resolve()
+            inside = target.is_relative_to(self.server_root)
+            is_folder = inside and target.is_dir()
+        except (ValueError, OSError):  # a NUL in the name, a name too long for the file system
+            self.error = f"{folder.strip()[:80]!r} is not a folder name this server can use"
+            return
+        if not inside:
             self.error = f"only folders inside {self.server_root} can be imported"
             return
-        if not target.is_dir():
+        if not is_folder:
             self.error = f"no folder {folder.strip()!r} inside {self.server_root}"
             return
         self._start()

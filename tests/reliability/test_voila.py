@@ -303,15 +303,6 @@ def test_script_injection_into_every_text_widget_runs_nothing(injected: Injectio
     assert injected.studies_after == injected.studies_before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "widgets/upload_panel.py:179-183 import_folder(): a folder name holding NUL makes Path.resolve() "
-        "raise ValueError, and a 5,000-character one makes is_dir() raise OSError (ENAMETOOLONG); both "
-        "escape the button callback, so the user gets no message; fix: catch ValueError and OSError "
-        "around resolve()/is_dir() and set self.error"
-    ),
-)
 def test_every_refused_folder_name_gets_a_message(injected: Injection, figures: Figures) -> None:
     figures("hostile folder names imported without a message to the user", injected.unanswered_imports)
     assert injected.unanswered_imports == []
