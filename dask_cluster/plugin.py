@@ -65,7 +65,9 @@ def register_processors(client: Client) -> None:
 
     plugin = ProcessorsPlugin(registry.shippable(), pacslab_version())
     try:
-        client.register_plugin(plugin, name=PLUGIN_NAME)
+        # One plugin per client: a second notebook or the dashboard must not replace this
+        # client's processors on workers that restart later.
+        client.register_plugin(plugin, name=f"{PLUGIN_NAME}-{client.id}")
     except (ImportError, AttributeError, TypeError) as exc:
         raise ClusterError(
             f"the Dask workers cannot load pacslab ({exc}); install pacslab (the same version) in "

@@ -45,16 +45,6 @@ dask_cluster.connect(Config(scheduler_address=sys.argv[1]), timeout=60).close()
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "dask_cluster/plugin.py register_processors() registers the worker plugin under one fixed name "
-        "(PLUGIN_NAME), so the last client to connect (a dashboard kernel, a second notebook) replaces "
-        "the others' plugin, and a worker that restarts afterwards lacks their processors "
-        "(ProcessorNotOnWorkersError); fix: name the plugin per client (e.g. PLUGIN_NAME + client.id), "
-        "or merge the shipped processors on the scheduler instead of replacing them"
-    ),
-)
 def test_a_restarted_worker_gets_every_clients_processors(
     job_client: Any, store: SliceStore, figures: Figures
 ) -> None:
