@@ -17,7 +17,7 @@ DASK = str(Path(sys.executable).with_name("dask"))
 
 
 class PlainScheduler:
-    """A scheduler process, and worker processes without nanny (a killed one stays dead)."""
+    """A scheduler process and worker processes (without a nanny unless asked)."""
 
     def __init__(self, workdir: Path, *, protocol: str = "tcp", extra: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
@@ -35,21 +35,11 @@ class PlainScheduler:
         self.processes.append(process)
         return process
 
-    def add_worker(self) -> subprocess.Popen[bytes]:
+    def add_worker(self, *, nanny: bool = False) -> subprocess.Popen[bytes]:
+        """A worker of one thread; without a nanny a killed worker stays dead."""
         name = f"worker{len(self.processes)}"
-        args = [
-            "worker",
-            self.address,
-            "--nthreads",
-            "1",
-            "--no-nanny",
-            "--no-dashboard",
-            "--host",
-            "127.0.0.1",
-            "--name",
-            name,
-        ]
-        return self._start(name, args)
+        args = ["worker", self.address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"]
+        return self._start(name, [*args, "--name", name, *([] if nanny else ["--no-nanny"])])
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         process.send_signal(signal.SIGKILL)

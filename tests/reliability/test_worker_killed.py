@@ -30,13 +30,6 @@ ITEM = 9
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(autouse=True)
-def processors_on_workers(job_client: Any) -> None:
-    """Send this process's processors again: another client of the cluster (a dashboard's kernel)
-    may have replaced the plugin that gives them to workers joining later."""
-    dask_cluster.register_processors(job_client)
-
-
 _OTHER_CLIENT = """
 import sys
 import dask_cluster
@@ -51,11 +44,11 @@ def test_a_restarted_worker_gets_every_clients_processors(
     import subprocess
     import sys
 
-    address = job_client.scheduler.address
-    subprocess.run(
-        [sys.executable, "-c", _OTHER_CLIENT, address], check=True, capture_output=True, timeout=120
-    )
-    job_client.restart(timeout=120)  # every worker process starts afresh, as after a crash
+    # A second client (a dashboard's kernel) connects with its own processors...
+    command = [sys.executable, "-c", _OTHER_CLIENT, job_client.scheduler.address]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    # ... then every worker process starts afresh, as after a crash.
+    job_client.restart(timeout=120)
     uid = put_series(store, "1.2.826.0.1.3680043.10.1338.904", ct_planes(4, 8))
     summary = run_job(job_client, store, "test_logged_copy", {}, [uid]).wait(120)
     figures("workers restarted after another client connected: job done", summary.done)
