@@ -80,7 +80,10 @@ def test_a_worker_killed_during_a_thousand_slice_job(
 def test_a_poison_slice_is_reported_failed(job_client: Any, store: SliceStore, figures: Figures) -> None:
     uid = put_series(store, "1.2.826.0.1.3680043.10.1338.902", ct_planes(60, 8))
     started = time.monotonic()
-    summary = run_job(job_client, store, "test_crash_on", {"index": 17}, [uid]).wait(240)
+    # Both workers may die on the slice at once; their nannies need a while to bring them back
+    # on a loaded machine, so the job waits longer than its default 60 s for workers.
+    job = run_job(job_client, store, "test_crash_on", {"index": 17}, [uid], no_workers_timeout=240)
+    summary = job.wait(270)
     seconds = time.monotonic() - started
     job_client.wait_for_workers(2, timeout=120)
 
