@@ -77,7 +77,24 @@ def test_a_worker_killed_during_a_thousand_slice_job(
     assert figure == (1000, 0, 0)
 
 
-def test_a_poison_slice_is_reported_failed(job_client: Any, store: SliceStore, figures: Figures) -> None:
+@pytest.fixture
+def own_client() -> Any:
+    """A cluster of its own: the poison slice kills workers, which the shared cluster must not lose."""
+    from distributed import Client, LocalCluster
+
+    import dask_cluster
+    from tests.jobs import processors  # noqa: F401 - registers them
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        dask_cluster.register_processors(client)
+        yield client
+
+
+def test_a_poison_slice_is_reported_failed(own_client: Any, store: SliceStore, figures: Figures) -> None:
+    job_client = own_client
     uid = put_series(store, "1.2.826.0.1.3680043.10.1338.902", ct_planes(60, 8))
     started = time.monotonic()
     # Both workers may die on the slice at once; their nannies need a while to bring them back
