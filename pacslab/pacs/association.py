@@ -65,6 +65,7 @@ from pacslab.pacs.errors import (
 __all__ = [
     "COMPRESSED_TRANSFER_SYNTAXES",
     "DEFAULT_STORAGE_CLASSES",
+    "MAX_PDU_ACCEPTED",
     "PATIENT_ROOT_FIND",
     "STUDY_ROOT_FIND",
     "STUDY_ROOT_GET",
@@ -72,6 +73,7 @@ __all__ = [
     "UNCOMPRESSED_TRANSFER_SYNTAXES",
     "VERIFICATION",
     "Connector",
+    "PduTooLong",
     "busy",
     "lean_connection",
     "make_ae",
@@ -122,6 +124,10 @@ DEFAULT_STORAGE_CLASSES: tuple[str, ...] = (
 MAX_CONTEXTS = 128
 # Largest PDU we accept: fewer, larger PDUs cost pynetdicom less per byte.
 MAX_PDU = 1 << 20
+# Longest PDU we read from a peer: ours is MAX_PDU, some peers round theirs up; beyond this a
+# length field is corrupt or hostile, and reading it would hold gigabytes.
+MAX_PDU_ACCEPTED = 16 * MAX_PDU
+_RECV_CHUNK = 1 << 16
 # Poll interval of pynetdicom's network reactor during transfers (its default, 1 ms,
 # adds up to two such waits per instance on a fast link).
 TRANSFER_LOOP_DELAY = 0.0001
@@ -135,12 +141,17 @@ _STANDARD_LOG_HANDLERS = (
 
 
 def lean_connection(event: evt.Event, fast_loop: bool = False, tcp_nodelay: bool = True) -> None:
-    """``EVT_CONN_OPEN`` handler: TCP_NODELAY on the socket, no per-PDU logging work.
+    """``EVT_CONN_OPEN`` handler: TCP_NODELAY on the socket, bounded reads, no per-PDU logging work.
 
     Without TCP_NODELAY each small DIMSE message waits on the peer's delayed ACK (tens of ms
     per C-FIND). pynetdicom's standard log handlers decode every message even when nobody
     reads the log, so they are unbound unless the ``pynetdicom`` logger shows INFO.
     ``tcp_nodelay=False`` exists only to measure what TCP_NODELAY is worth.
+
+    pynetdicom's ``connect()`` leaves the socket without a timeout and reads a PDU until all
+    of it has arrived, so a peer that stalls or trickles inside a PDU, or announces a PDU of
+    gigabytes, would hold the association forever. Each PDU must now arrive within the
+    association's network timeout and be no longer than :data:`MAX_PDU_ACCEPTED`.
     """
     assoc = event.assoc
     sock = getattr(assoc.dul.socket, "socket", None)
@@ -149,12 +160,51 @@ def lean_connection(event: evt.Event, fast_loop: bool = False, tcp_nodelay: bool
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # the peer may already have closed it
             LOGGER.debug("could not set TCP_NODELAY", exc_info=True)
+    if sock is not None:
+        _bound_reads(assoc.dul.socket, sock, assoc.network_timeout)
     if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
         for event_type, handler in _STANDARD_LOG_HANDLERS:
             with contextlib.suppress(ValueError, KeyError):  # not bound on this association
                 assoc.unbind(event_type, handler)
     if fast_loop:
         assoc.dul._run_loop_delay = TRANSFER_LOOP_DELAY
+
+
+class PduTooLong(OSError):
+    """A peer announced a PDU longer than we accept (pynetdicom turns it into a closed connection)."""
+
+
+def _bound_reads(assoc_socket: Any, sock: socket.socket, timeout: float | None) -> None:
+    """Replace ``assoc_socket.recv`` with one that refuses long PDUs and ends within ``timeout``.
+
+    pynetdicom calls ``recv`` twice per PDU (header, then body) once the socket is readable;
+    an ``OSError`` there closes the connection (Evt17), which ends the call with a named error.
+    """
+    sock.settimeout(timeout)  # sends too: a peer that stops reading cannot block us forever
+
+    def recv(nr_bytes: int) -> bytearray:
+        if nr_bytes > MAX_PDU_ACCEPTED:
+            raise PduTooLong(f"the peer announced a PDU of {nr_bytes} bytes; at most {MAX_PDU_ACCEPTED}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        data = bytearray()
+        try:
+            while len(data) < nr_bytes:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"{len(data)} of {nr_bytes} bytes of a PDU in {timeout} s")
+                    sock.settimeout(left)
+                chunk = sock.recv(min(nr_bytes - len(data), _RECV_CHUNK))
+                if not chunk:  # closed: pynetdicom reports the short PDU
+                    break
+                data += chunk
+        finally:
+            if deadline is not None:
+                with contextlib.suppress(OSError):
+                    sock.settimeout(timeout)
+        return data
+
+    assoc_socket.recv = recv
 
 
 @contextlib.contextmanager

@@ -17,11 +17,9 @@ from tests.reliability.dicom_bytes import encode, series
 from tests.reliability.faulty_peer import Fault
 
 __all__ = [
-    "BLOCKED",
     "BOUND_S",
     "N_SLICES",
     "SCENARIOS",
-    "STALLS_FOREVER",
     "TIMEOUT_S",
     "Outcome",
     "Study",
@@ -34,18 +32,6 @@ __all__ = [
 TIMEOUT_S = 2.0
 BOUND_S = TIMEOUT_S + 1.0
 N_SLICES = 30
-
-
-# pacslab/pacs/association.py reads PDUs with pynetdicom's AssociationSocket.recv, which blocks
-# until the whole PDU has arrived (pynetdicom's connect() also clears the socket timeout).
-STALLS_FOREVER = (
-    "pacslab/pacs/association.py lean_connection(): after connect() the socket has no timeout and "
-    "pynetdicom's AssociationSocket.recv() loops until a whole PDU has arrived, so a peer that stops "
-    "or trickles inside a PDU, or announces a ~4 GiB PDU, blocks the DUL thread and the abort on "
-    "timeout waits for it forever; fix: in lean_connection set sock.settimeout(timeouts.network) and "
-    "replace assoc.dul.socket.recv by one that refuses a length above MAX_PDU and raises "
-    "TimeoutError once a PDU takes longer than timeouts.network"
-)
 
 
 @dataclass
@@ -139,12 +125,4 @@ SCENARIOS = {
     "stall mid-transfer / retrieve": (Fault("stall", after_bytes=100_000), "retrieve"),
     "slow mid-transfer / retrieve": (Fault("slow", after_bytes=100_000), "retrieve"),
     "oversize PDU mid-transfer / retrieve": (Fault("oversize", after_bytes=100_000), "retrieve"),
-}
-BLOCKED = {
-    "slow sender while associating / find",
-    "slow answer / find",
-    "stall inside an answer / find",
-    "oversize PDU after associating / find",
-    "stall mid-transfer / retrieve",
-    "slow mid-transfer / retrieve",
 }
