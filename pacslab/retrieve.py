@@ -55,7 +55,8 @@ def retrieve_into_store(
     received = 0
     lock = threading.Lock()
 
-    with Ingest(store) as ingest:
+    # The PACS keeps every instance: no fsync per instance, only of what is finally stored.
+    with Ingest(store, durable=False) as ingest:
 
         def on_instance(instance: ReceivedInstance) -> None:
             nonlocal received

@@ -36,6 +36,8 @@ ProgressCallback = Callable[[IngestProgress], None]
 class _Item:
     name: str
     path: Path
+    # Read when it was added (received instances are checked while the transfer runs).
+    scanned: ScannedFile | IngestError | None = None
 
 
 class Ingest:
@@ -62,6 +64,12 @@ class Ingest:
         Called with :class:`IngestProgress` after each file read and each slice written.
     limits : IngestLimits, optional
         Resource caps (image size, deflate and zip expansion).
+    durable : bool
+        Whether :meth:`add_encoded` fsyncs each instance before returning, so that it can be
+        acknowledged to a sender that may then drop its copy (a C-STORE to our Storage SCP,
+        an upload). A retrieve passes False: the PACS keeps every instance, so the spooled
+        files are fsynced together only if the ingest stops without storing them, and what
+        :meth:`finish` stores is fsynced before it returns.
     """
 
     def __init__(
@@ -72,8 +80,10 @@ class Ingest:
         progress: ProgressCallback | None = None,
         *,
         limits: IngestLimits | None = None,
+        durable: bool = True,
     ) -> None:
         self.store = store
+        self.durable = durable
         self.schema = schema
         self.deidentify = deidentify
         self.progress = progress
@@ -84,6 +94,9 @@ class Ingest:
         self._rejected: list[Rejection] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._headers = HeaderJson()
+        self._metas: dict[str, SeriesMeta] = {}
+        self._scan_lock = threading.Lock()
 
     # -- adding ------------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -152,12 +165,13 @@ class Ingest:
         ``data`` is either a whole DICOM file (pynetdicom's
         ``event.encoded_dataset(include_meta=True)``) or the bare dataset, in which case the
         transfer syntax and the SOP class and instance UIDs of the C-STORE request are needed
-        to write its file meta. The file is fsynced before this returns, so the C-STORE can be
-        acknowledged.
+        to write its file meta. Unless the ingest was made with ``durable=False``, the file is
+        fsynced before this returns, so the C-STORE can be acknowledged. The instance is checked
+        here (on the receiving thread, while the next one arrives) rather than in :meth:`finish`.
         """
         self._check_open()
         if data[128:132] == b"DICM":
-            chunks = [data]
+            content = data
         else:
             if not (transfer_syntax_uid and sop_class_uid and sop_instance_uid):
                 raise ValueError(
@@ -170,10 +184,21 @@ class Ingest:
             head = DicomBytesIO()
             head.write(b"\x00" * 128 + b"DICM")
             write_file_meta_info(head, meta, enforce_standard=True)
-            chunks = [head.getvalue(), data]
-        path = self._spool.write(chunks)
+            content = head.getvalue() + data
+        path = self._spool.write([content], durable=self.durable)
+        name = name or sop_instance_uid or path.name
+        scanned: ScannedFile | IngestError | None = None
+        if not self.deidentify:
+            # De-identification keeps its pseudonym map open only while finish() reads.
+            with self._scan_lock:
+                try:
+                    scanned = scan_file(
+                        path, name, self.limits, self._headers, None, self._metas, content=content
+                    )
+                except IngestError as error:
+                    scanned = error
         with self._lock:
-            self._items.append(_Item(name or sop_instance_uid or path.name, path))
+            self._items.append(_Item(name, path, scanned))
         return path
 
     # -- finishing ---------------------------------------------------------------------------
@@ -182,14 +207,20 @@ class Ingest:
             self.progress(progress)
 
     def _scan(self, items: list[_Item], report: IngestReport) -> list[ScannedFile]:
-        headers = HeaderJson()
         deidentifier = Deidentifier(self.store.root / PSEUDONYM_MAP_NAME) if self.deidentify else None
         scanned: list[ScannedFile] = []
-        metas: dict[str, SeriesMeta] = {}
         try:
             for done, item in enumerate(items, 1):
                 try:
-                    scanned.append(scan_file(item.path, item.name, self.limits, headers, deidentifier, metas))
+                    if isinstance(item.scanned, IngestError):
+                        raise item.scanned
+                    scanned.append(
+                        item.scanned
+                        if item.scanned is not None
+                        else scan_file(
+                            item.path, item.name, self.limits, self._headers, deidentifier, self._metas
+                        )
+                    )
                 except IngestError as error:
                     report.rejected.append(Rejection(item.name, error))
                 self._emit(IngestProgress("reading", done, len(items), item.name))

@@ -30,6 +30,7 @@ class Spool:
         self._fd: int | None = None
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
+        self._unsynced: list[Path] = []
 
     def _open(self) -> None:
         if self._fd is None:
@@ -53,7 +54,11 @@ class Spool:
         return target
 
     def write(self, chunks: Iterable[bytes], *, durable: bool = True) -> Path:
-        """Write one file from ``chunks``; with ``durable`` it is fsynced before returning."""
+        """Write one file from ``chunks``; with ``durable`` it is fsynced before returning.
+
+        Without ``durable`` the file waits for :meth:`sync` (or for :meth:`remove`, when
+        its content reached the store and it is no longer needed).
+        """
         with self._lock:
             self._open()
             path = self.folder / f"{next(self._counter):08d}.dcm"
@@ -63,7 +68,31 @@ class Spool:
             if durable:
                 out.flush()
                 os.fsync(out.fileno())
+        if not durable:
+            with self._lock:
+                self._unsynced.append(path)
         return path
+
+    def sync(self) -> None:
+        """fsync every file written without ``durable``, and the folder that names them."""
+        with self._lock:
+            pending, self._unsynced = self._unsynced, []
+            if self._fd is None or not pending:
+                return
+        for path in pending:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # claimed away or removed: nothing of ours to keep
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def new_path(self) -> Path:
         """A fresh file name in the spool (for writers that stream themselves)."""
@@ -74,13 +103,15 @@ class Spool:
     def remove(self) -> None:
         """Delete the session folder and release its lock."""
         with self._lock:
+            self._unsynced = []
             if self._fd is not None:
                 shutil.rmtree(self.folder, ignore_errors=True)
                 os.close(self._fd)
                 self._fd = None
 
     def release(self) -> None:
-        """Keep the files but give up the lock: the folder becomes one to recover later."""
+        """Keep the files (fsynced) but give up the lock: the folder becomes one to recover later."""
+        self.sync()
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)

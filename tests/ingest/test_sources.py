@@ -116,6 +116,20 @@ def test_bytes_datasets_and_encoded_sources(store: SliceStore, tmp_path: Path) -
     assert_series_equals_files(store, ingest.report.series_uids[0], files)
 
 
+def test_received_instances_are_checked_as_they_arrive(store: SliceStore, tmp_path: Path) -> None:
+    files = write_ct(tmp_path / "ct", n=3, size=16)
+    truncated = files[1].read_bytes()[:-100]
+    with Ingest(store, durable=False) as ingest:
+        ingest.add_encoded(files[0].read_bytes())
+        ingest.add_encoded(truncated)
+        ingest.add_encoded(files[2].read_bytes())
+    assert ingest.report is not None
+    assert ingest.report.n_instances == 2
+    assert [type(r.error).__name__ for r in ingest.report.rejected] == ["TruncatedFile"]
+    assert_series_equals_files(store, ingest.report.series_uids[0], [files[0], files[2]])
+    assert not any(store.inbox_dir.iterdir()), "spooled instances are removed once stored"
+
+
 def test_bare_encoded_dataset_needs_its_uids(store: SliceStore) -> None:
     with Ingest(store) as ingest, pytest.raises(ValueError, match="transfer_syntax_uid"):
         ingest.add_encoded(b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100")
@@ -227,15 +241,16 @@ def test_pydicom_sample_studies_list_in_the_catalog(
     assert sum(s.n_series for s in studies) == len(store.list_series())
 
 
+@pytest.mark.parametrize("durable", [True, False], ids=["fsync-each", "retrieve"])
 def test_an_error_inside_the_block_keeps_received_bytes_for_recovery(
-    store: SliceStore, tmp_path: Path
+    store: SliceStore, tmp_path: Path, durable: bool
 ) -> None:
     from pacslab.ingest import recover_inbox
 
     files = write_ct(tmp_path / "ct", n=3, size=16)
 
     def receive_then_fail() -> None:
-        with Ingest(store) as ingest:
+        with Ingest(store, durable=durable) as ingest:
             for f in files:
                 ingest.add_encoded(f.read_bytes())
             raise ConnectionError("the PACS went away")
