@@ -8,13 +8,16 @@ deflate bomb. What passes becomes one :class:`~pacslab.store.SliceSource` per fr
 
 from __future__ import annotations
 
+import io
 import math
 import struct
+import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import pydicom
 from pydicom import Dataset
@@ -65,6 +68,8 @@ _PIXEL_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"UN"}
 _FAST_SYNTAXES = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 _FAST_PHOTOMETRIC = {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"}
 _UNDEFINED = 0xFFFFFFFF
+# An inflated dataset above this goes to a temporary file rather than memory.
+_INFLATE_IN_MEMORY = 8 << 20
 _MAX_UID = 128
 
 Deidentify = Callable[[Dataset, str], None]
@@ -227,22 +232,34 @@ def _at_pixel_data(tag: int, vr: str | None, length: int) -> bool:
     return tag in _PIXEL_TAGS
 
 
-def _check_inflated_size(fp: BinaryIO, start: int, cap: int, name: str) -> None:
-    """Inflate the deflated dataset in chunks, counting, so a bomb is stopped at the cap."""
+def _inflate(fp: BinaryIO, start: int, cap: int, name: str) -> BinaryIO:
+    """Inflate the deflated dataset in chunks into a temporary file, stopping a bomb at the cap.
+
+    Only one inflated copy ever exists, on disk beyond a few MiB, so a dataset just under the
+    cap costs little memory; the caller reads it as explicit VR little endian and closes it.
+    """
     fp.seek(start)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    total = 0
-    while chunk := fp.read(1 << 16):
-        data = inflater.decompress(chunk, 1 << 20)
-        while True:
-            total += len(data)
-            if total > cap:
-                raise DecompressionBomb(name, f"the deflated dataset inflates beyond {cap >> 20} MiB")
-            if not inflater.unconsumed_tail:
+    out = tempfile.SpooledTemporaryFile(max_size=_INFLATE_IN_MEMORY)  # noqa: SIM115 (the caller closes it)
+    try:
+        total = 0
+        while chunk := fp.read(1 << 16):
+            data = inflater.decompress(chunk, 1 << 20)
+            while True:
+                total += len(data)
+                if total > cap:
+                    raise DecompressionBomb(name, f"the deflated dataset inflates beyond {cap >> 20} MiB")
+                out.write(data)
+                if not inflater.unconsumed_tail:
+                    break
+                data = inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+            if inflater.eof:
                 break
-            data = inflater.decompress(inflater.unconsumed_tail, 1 << 20)
-        if inflater.eof:
-            break
+        out.seek(0)
+    except BaseException:
+        out.close()
+        raise
+    return cast(BinaryIO, out)
 
 
 def _uid(ds: HeaderLike, keyword: str, name: str) -> str:
@@ -284,6 +301,7 @@ def scan_file(
     headers: HeaderJson,
     deidentify: Deidentify | None = None,
     series_metas: dict[str, SeriesMeta] | None = None,
+    content: bytes | None = None,
 ) -> ScannedFile:
     """Validate one file and describe its planes; raises a named :class:`IngestError`.
 
@@ -302,12 +320,19 @@ def scan_file(
     series_metas : dict, optional
         Series facts already taken from an earlier file of the same series (reused, and
         filled in for the next file).
+    content : bytes, optional
+        The bytes of ``path`` when they are still in memory (just received): read from
+        there, and from ``path`` only when the pixels are written.
     """
-    try:
-        size = path.stat().st_size
-        fp = path.open("rb")
-    except OSError as error:
-        raise UnreadableFile(name, f"cannot read it ({error.strerror or error})") from error
+    fp: BinaryIO
+    if content is not None:
+        size, fp = len(content), BytesIO(content)
+    else:
+        try:
+            size = path.stat().st_size
+            fp = path.open("rb")
+        except OSError as error:
+            raise UnreadableFile(name, f"cannot read it ({error.strerror or error})") from error
     if size == 0:
         fp.close()
         raise EmptyFile(name, "the file is empty (0 bytes)")
@@ -343,7 +368,18 @@ def _scan(
         read_preamble(fp, False)
         file_meta = _read_file_meta_info(fp)
         if str(file_meta.get("TransferSyntaxUID", "")).strip() == DeflatedExplicitVRLittleEndian:
-            _check_inflated_size(fp, fp.tell(), limits.max_inflated_bytes, name)
+            inflated = _inflate(fp, fp.tell(), limits.max_inflated_bytes, name)
+            with inflated:
+                inflated.seek(0, io.SEEK_END)
+                inflated_size = inflated.tell()
+                inflated.seek(0)
+                dataset = read_dataset(inflated, False, True, stop_when=_at_pixel_data)
+                dataset.file_meta = file_meta
+                return _described(
+                    inflated, path, name, size, inflated_size, limits, headers, deidentify, series_metas,
+                    caught, dataset, DeflatedExplicitVRLittleEndian,
+                    text_of(file_meta, "MediaStorageSOPClassUID"),
+                )  # fmt: skip
 
     if (
         quick is not None
@@ -364,6 +400,29 @@ def _scan(
         if not ts_text:
             raise MalformedDicom(name, "the file meta information has no TransferSyntaxUID")
         ts, sop_class_in_meta = UID(ts_text), text_of(dataset.file_meta, "MediaStorageSOPClassUID")
+    return _described(
+        fp, path, name, size, size, limits, headers, deidentify, series_metas, caught, dataset, ts,
+        sop_class_in_meta,
+    )  # fmt: skip
+
+
+def _described(
+    fp: BinaryIO,
+    path: Path,
+    name: str,
+    file_size: int,
+    size: int,
+    limits: IngestLimits,
+    headers: HeaderJson,
+    deidentify: Deidentify | None,
+    series_metas: dict[str, SeriesMeta] | None,
+    caught: list[Any],
+    dataset: Dataset,
+    ts: UID,
+    sop_class_in_meta: str,
+) -> ScannedFile:
+    """Check the header read from ``fp`` (of ``size`` bytes: the inflated dataset when deflated)
+    against the pixel data after it, and describe the planes."""
     # pydicom notes the encoding it actually found (some files contradict their transfer syntax).
     implicit, little = (bool(flag) for flag in dataset.original_encoding)
     pixel_pos = fp.tell()
@@ -376,14 +435,11 @@ def _scan(
 
     sop_instance_uid = _uid(ds, "SOPInstanceUID", name)
     sop_class_uid = text_of(ds, "SOPClassUID") or sop_class_in_meta
-    if deflated:
-        element = None
-    else:
-        if pixel_pos >= size:
-            raise NoPixelData(name, f"no pixel data in this {_sop_name(sop_class_uid)}")
-        element = _read_element_header(fp, pixel_pos, bool(implicit), bool(little), size, name)
-        if element.tag not in _PIXEL_TAGS:
-            raise NoPixelData(name, f"no pixel data in this {_sop_name(sop_class_uid)}")
+    if pixel_pos >= size:
+        raise NoPixelData(name, f"no pixel data in this {_sop_name(sop_class_uid)}")
+    element = _read_element_header(fp, pixel_pos, bool(implicit), bool(little), size, name)
+    if element.tag not in _PIXEL_TAGS:
+        raise NoPixelData(name, f"no pixel data in this {_sop_name(sop_class_uid)}")
     _uid(ds, "SeriesInstanceUID", name)
     _uid(ds, "StudyInstanceUID", name)
 
@@ -400,17 +456,16 @@ def _scan(
     if rows < 1 or cols < 1 or samples < 1 or frames < 1:
         raise MalformedDicom(name, f"impossible image size {rows}x{cols}, {samples} samples, {frames} frames")
     bits = bits_allocated
-    if element is not None and element.tag == FLOAT_PIXEL_DATA:
+    if element.tag == FLOAT_PIXEL_DATA:
         bits = 32
-    elif element is not None and element.tag == DOUBLE_PIXEL_DATA:
+    elif element.tag == DOUBLE_PIXEL_DATA:
         bits = 64
     expected = math.ceil(rows * cols * samples * frames * bits / 8)
     if text_of(ds, "PhotometricInterpretation").upper() == "YBR_FULL_422" and samples == 3:
         expected = expected // 3 * 2  # chroma subsampled: two values per pixel, not three
     photometric = text_of(ds, "PhotometricInterpretation").upper()
     fast = (
-        element is not None
-        and element.tag == PIXEL_DATA
+        element.tag == PIXEL_DATA
         and ts in _FAST_SYNTAXES
         and samples == 1
         and photometric in _FAST_PHOTOMETRIC
@@ -426,52 +481,37 @@ def _scan(
             f"in memory, above the cap of {limits.max_image_bytes >> 20} MiB",
         )
 
-    encapsulated = element.encapsulated if element is not None else ts.is_encapsulated
+    encapsulated = element.encapsulated
     if encapsulated or deflated or not little:
         _check_decoder(ts, name)
     elif not ts.is_transfer_syntax:
         raise UnsupportedTransferSyntax(name, f"transfer syntax {ts} is unknown")
-    if encapsulated != ts.is_encapsulated and element is not None and element.tag == PIXEL_DATA:
+    if encapsulated != ts.is_encapsulated and element.tag == PIXEL_DATA:
         raise MalformedDicom(
             name,
             f"pixel data is {'encapsulated' if encapsulated else 'native'} "
             "but the transfer syntax says otherwise",
         )
 
-    if element is not None:
-        if encapsulated:
-            if _count_fragments(fp, element.value_offset, size, name) < 2:
-                raise PixelDataMismatch(name, "the compressed pixel data holds no image fragments")
-        else:
-            if element.value_offset + element.length > size:
-                raise TruncatedFile(
-                    name,
-                    f"pixel data declares {element.length} bytes but the file ends after "
-                    f"{size - element.value_offset}",
-                )
-            if not expected <= element.length <= expected + 1:
-                raise PixelDataMismatch(
-                    name,
-                    f"{rows} rows x {cols} columns x {frames} frames x {samples} samples "
-                    f"at {bits} bits needs "
-                    f"{expected} bytes of pixel data, the file has {element.length}",
-                )
+    if encapsulated:
+        if _count_fragments(fp, element.value_offset, size, name) < 2:
+            raise PixelDataMismatch(name, "the compressed pixel data holds no image fragments")
     else:
-        full = pydicom.dcmread(path)
-        pixel_keyword = next((k for k in _PIXEL_TAGS.values() if k in full), None)
-        if pixel_keyword is None:
-            raise NoPixelData(name, f"no pixel data in this {_sop_name(sop_class_uid)}")
-        if not ts.is_encapsulated and not expected <= len(full[pixel_keyword].value) <= expected + 1:
+        if element.value_offset + element.length > size:
+            raise TruncatedFile(
+                name,
+                f"pixel data declares {element.length} bytes but the file ends after "
+                f"{size - element.value_offset}",
+            )
+        if not expected <= element.length <= expected + 1:
             raise PixelDataMismatch(
                 name,
-                f"the header needs {expected} bytes of pixel data, "
-                f"the file has {len(full[pixel_keyword].value)}",
+                f"{rows} rows x {cols} columns x {frames} frames x {samples} samples "
+                f"at {bits} bits needs "
+                f"{expected} bytes of pixel data, the file has {element.length}",
             )
-        del full
 
-    dtype = predicted_dtype(
-        element.tag if element is not None else PIXEL_DATA, bits_allocated, representation, name
-    )
+    dtype = predicted_dtype(element.tag, bits_allocated, representation, name)
     if deidentify is not None:
         deidentify(dataset, name)
         raw_elements = {}  # values changed: convert every element afresh
@@ -483,7 +523,7 @@ def _scan(
         if series_metas is not None:
             series_metas[series_uid] = meta
     reader: NativeFrames | DecodedFrames
-    if fast and element is not None:
+    if fast:
         reader = NativeFrames(path, element.value_offset, rows, cols, dtype, bits_stored)
     else:
         reader = DecodedFrames(path, name, frames)
@@ -516,7 +556,7 @@ def _scan(
     return ScannedFile(
         name=name,
         path=path,
-        size=size,
+        size=file_size,
         meta=meta,
         sources=sources,
         sop_class_uid=sop_class_uid,

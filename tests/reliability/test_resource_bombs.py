@@ -100,17 +100,6 @@ def test_bombs_are_refused_in_seconds_within_the_memory_cap(
     assert all(refused[label]["peak memory above rest (MiB)"] < MEMORY_CAP_MIB for label in BOMBS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pacslab/ingest/reading.py:362 reads a deflated dataset with pydicom.dcmread (inflated whole in "
-        "memory) and, having no pixel element offset, :460 reads the whole file again with "
-        "pydicom.dcmread(path) to check the pixel length: a dataset just under max_inflated_bytes "
-        "costs about 3 times its inflated size in memory; fix: inflate once, streaming, into a "
-        "spooled explicit-VR-little-endian file (the bytes are already counted in "
-        "_check_inflated_size) and scan that like any native file"
-    ),
-)
 def test_a_deflated_file_under_the_cap_costs_at_most_twice_its_inflated_size(
     refused: dict[str, dict[str, Any]], figures: Figures
 ) -> None:
