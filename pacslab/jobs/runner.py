@@ -34,7 +34,8 @@ from pacslab.jobs.errors import (
 )
 from pacslab.jobs.planning import job_id_for, needed_indices, plan_batch_size
 from pacslab.jobs.progress import JobProgress, JobStatus, JobSummary, ProgressTracker, TextProgressBar
-from pacslab.jobs.tasks import BatchResult, BatchSpec, SeriesInput, process_batch
+from pacslab.jobs.spool import create_spool, remove_spool
+from pacslab.jobs.tasks import BatchResult, BatchSpec, SeriesInput, mark_cancelled, process_batch
 from pacslab.jobs.writer import ResultSink, SeriesTarget
 from pacslab.processing import Processor, registry
 from pacslab.store.results import ResultLock, ResultWriter
@@ -52,6 +53,8 @@ DEFAULT_NO_WORKERS_TIMEOUT_S = 60.0
 WATCH_INTERVAL_S = 1.0
 # How long the driver waits for a result before it looks at its flags again.
 POLL_S = 0.05
+# How long cancel() waits for the workers to take the cancel mark.
+CANCEL_TIMEOUT_S = 10.0
 
 
 class _Store(Protocol):
@@ -172,7 +175,8 @@ class Job:
         self._suspects: deque[BatchSpec] = deque()
         # Batches to send before new ones: (spec, ship its pixels from the client).
         self._priority: deque[tuple[BatchSpec, bool]] = deque()
-        self._cancel_event = f"pacslab-cancel-{job_id}-{uuid.uuid4().hex[:8]}"
+        self._cancel_mark = f"pacslab-cancel-{job_id}-{uuid.uuid4().hex[:8]}"
+        self._spool = create_spool()
         self._seconds_per_slice: float | None = None
         self._threads = max(1, sum(client.nthreads().values()))
         self._planned_sizes: list[int] = [batch_size] if batch_size else []
@@ -216,17 +220,34 @@ class Job:
             self._cancel_requested.set()
             flights = list(self._in_flight)
         try:
-            from distributed import Event
-
-            # Workers look at this event before each batch, so a batch already handed to a
+            # Workers look at this mark before each slice, so a batch already handed to a
             # worker but not started yet does not start either.
-            Event(self._cancel_event, client=self.client).set()
+            self._mark_cancelled_on_workers()
             self.client.cancel(flights)
         except Exception as exc:  # the scheduler may be gone; local state still stops the job
             log.warning("could not tell the scheduler to cancel job %s: %s", self.job_id, exc)
         self._wake.set()
         if wait:
             self._finished.wait(timeout)
+
+    def _mark_cancelled_on_workers(self) -> None:
+        """Set the job's cancel mark in every worker process, waiting at most ``CANCEL_TIMEOUT_S``."""
+        failure: list[BaseException] = []
+
+        def mark() -> None:
+            try:
+                self.client.run(mark_cancelled, self._cancel_mark, on_error="ignore")
+            except BaseException as exc:
+                failure.append(exc)
+
+        # A worker stuck in a processor that holds the GIL cannot answer; cancel must still return.
+        thread = threading.Thread(target=mark, name=f"pacslab-cancel-{self.job_id}", daemon=True)
+        thread.start()
+        thread.join(CANCEL_TIMEOUT_S)
+        if thread.is_alive():
+            raise TimeoutError(f"workers did not take the cancel within {CANCEL_TIMEOUT_S:.0f} s")
+        if failure:
+            raise failure[0]
 
     def wait(self, timeout: float | None = None) -> JobSummary:
         """Block until the job ends and return its summary.
@@ -289,7 +310,8 @@ class Job:
             version=self.processor.version,
             params=self.params,
             retries=self._retries,
-            cancel_event=self._cancel_event,
+            cancel_mark=self._cancel_mark,
+            spool=str(self._spool),
         )
 
     def _shipped_pixels(self, spec: BatchSpec) -> Future:
@@ -488,6 +510,8 @@ class Job:
             if self._error is None:
                 self._error = JobError(f"closing the result files failed: {exc!r}")
             status = "failed"
+        # Outputs of abandoned or cancelled batches are still there; the writer is done with the rest.
+        remove_spool(self._spool)
         self._status = status
         self._summary = JobSummary(
             job_id=self.job_id,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pacslab.jobs.progress import JobProgress, JobStatus, ProgressTracker, SliceFailure
+from pacslab.jobs.spool import SpooledOutput
 from pacslab.jobs.tasks import BatchResult
 from pacslab.processing import Processor
 from pacslab.store.results import ResultLock, ResultWriter
@@ -162,10 +163,23 @@ class ResultSink:
         return ""
 
     def _write(self, result: BatchResult) -> None:
+        spooled = [value for _, value in result.outputs if isinstance(value, SpooledOutput)]
+        try:
+            self._write_outputs(result)
+        finally:
+            for output in spooled:
+                output.discard()
+
+    def _write_outputs(self, result: BatchResult) -> None:
         target = self.targets[result.series_uid]
         failures = list(result.failures)
         good: list[tuple[int, Any]] = []
-        for index, value in result.outputs:
+        for index, output in result.outputs:
+            try:
+                value = output.load() if isinstance(output, SpooledOutput) else output
+            except OSError as exc:
+                failures.append((index, f"the worker's output file is unreadable ({exc}); run the job again"))
+                continue
             if target.writer is None:
                 self._open(target, value)
             assert target.writer is not None

@@ -278,6 +278,7 @@ class ResultWriter:
                 self._lock.close()
             raise
         self._data = self._file[self.layout.data_name]
+        self._chunk_origin = (0,) * len(self.layout.shape)
         self._done = self._file["done"]
         self._failed = self._file["failed"]
         self._writes = self._file["writes"]
@@ -344,6 +345,13 @@ class ResultWriter:
                 f"{self.path} holds {found[0]} {found[1]} {found[2]}, "
                 f"not {wanted[0]} {wanted[1]} {wanted[2]}; delete it to start the job again"
             )
+        data = f[name]
+        if layout.kind != "measurements" and (data.chunks != (1, *layout.shape) or data.compression):
+            # Slices are written as whole chunks of raw bytes (see write_many).
+            raise ResultMismatchError(
+                f"{self.path} is stored in chunks {data.chunks} with compression {data.compression!r}, "
+                "not one uncompressed chunk per slice; delete it to start the job again"
+            )
         for key in _IDENTITY:
             if key not in provenance:
                 continue
@@ -372,13 +380,17 @@ class ResultWriter:
         runs = _contiguous(fresh)
         for start, values in runs:
             stop = start + len(values)
-            # One HDF5 write per run of neighbouring slices: per-slice calls cost more than the data.
             if self.layout.kind == "measurements":
+                # One HDF5 write per run of neighbouring rows: per-row calls cost more than the data.
                 names = self.layout.dtype.names or ()
                 block = np.array([tuple(v[n] for n in names) for v in values], dtype=self.layout.dtype)
+                self._data[start:stop] = block
             else:
-                block = np.stack([np.asarray(v) for v in values]).astype(self.layout.dtype, copy=False)
-            self._data[start:stop] = block
+                # Each slice is one uncompressed chunk: hand its bytes to HDF5 as they are, with
+                # no stacked copy and no selection or conversion (a 512x512 image is 1 MiB).
+                for offset, value in enumerate(values):
+                    plane = np.ascontiguousarray(value, dtype=self.layout.dtype)
+                    self._data.id.write_direct_chunk((start + offset, *self._chunk_origin), plane)
         self._file.flush()
         for start, values in runs:
             stop = start + len(values)

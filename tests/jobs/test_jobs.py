@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -212,3 +213,33 @@ def test_a_viewer_reads_finished_slices_while_the_job_writes(client: Client, sto
             reader.read(909)
     finally:
         job.cancel()
+
+
+def _spool_folders() -> list[Path]:
+    """Spool folders of jobs of this process (in /dev/shm, else the temp folder)."""
+    import tempfile
+
+    roots = [Path("/dev/shm"), Path(tempfile.gettempdir())]
+    return [p for root in roots if root.is_dir() for p in root.glob(f"pacslab-spool-{os.getpid()}-*")]
+
+
+def test_large_outputs_come_back_whole_and_leave_no_spool_behind(
+    client: Client, store: SliceStore, tmp_path: Path
+) -> None:
+    # 160 x 160 float32 outputs go through the spool folder of the job.
+    uid = put_series(store, "1.2.160", ct_planes(12, 160))
+    summary = run_job(client, store, "gaussian_denoise", {"sigma": 2.0}, [uid]).wait(120)
+    assert (summary.status, summary.done, summary.duplicates) == ("done", 12, 0)
+    reader = ResultReader(summary.result_paths[uid])
+    for index in (0, 7, 11):
+        expected = registry.get("gaussian_denoise")(store.read_slice(uid, index, rescaled=True), sigma=2.0)
+        np.testing.assert_array_equal(reader.read(index), expected)
+    assert _spool_folders() == []
+    # A cancelled job leaves none either (outputs of abandoned batches included).
+    recorder = Recorder()
+    params = {"log_dir": str(tmp_path), "cost_s": 0.05}
+    job = run_job(client, store, "test_logged_copy", params, [uid], on_progress=recorder, batch_size=1)
+    recorder.wait_for(lambda e: e.done >= 2)
+    job.cancel()
+    assert job.wait(30).status == "cancelled"
+    assert _spool_folders() == []

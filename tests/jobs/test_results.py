@@ -107,6 +107,21 @@ def test_reopening_resumes_and_checks_it_is_the_same_job(tmp_path: Path) -> None
         ResultWriter(path, "image", 4, (16, 16), np.float32, provenance(4))
 
 
+def test_a_file_not_stored_one_slice_per_chunk_is_not_resumed(tmp_path: Path) -> None:
+    import h5py
+
+    path = tmp_path / "c.h5"
+    with ResultWriter(path, "image", 4, (8, 8), np.float32, provenance(4)) as writer:
+        writer.write(0, slice_value(0))
+    # The same file with its data rechunked, as another tool might leave it.
+    with h5py.File(path, "r+") as f:
+        data = f["data"][:]
+        del f["data"]
+        f.create_dataset("data", data=data, chunks=(2, 8, 8))
+    with pytest.raises(ResultMismatchError, match="not one uncompressed chunk per slice"):
+        ResultWriter.open_existing(path, provenance(4))
+
+
 def test_a_second_writer_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "b.h5"
     with (

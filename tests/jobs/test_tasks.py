@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from pacslab.jobs import BatchSpec, SeriesInput, process_batch
+from pacslab.jobs.spool import SPOOL_MIN_BYTES, SpooledOutput
+from pacslab.jobs.tasks import mark_cancelled
 from pacslab.store import SliceStore
 from tests.jobs import processors
 from tests.jobs.conftest import ct_planes, put_series
@@ -91,3 +94,38 @@ def test_neighbours_are_read_around_each_slice_and_clamped(store: SliceStore) ->
     for index, value in result.outputs:
         np.testing.assert_allclose(value, expected[index], atol=1e-3)
     assert result.seconds > 0
+
+
+def test_large_outputs_go_to_a_visible_spool_and_stay_with_the_result_otherwise(tmp_path: Path) -> None:
+    size = 160  # 160 x 160 float32 is above the spool threshold
+    assert size * size * 4 >= SPOOL_MIN_BYTES
+    series = SeriesInput("1.2", str(tmp_path / "absent.h5"), n_slices=3)
+    params = processors.flaky.validate({"state_dir": str(tmp_path)})
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    spec = spec_for(series, (0, 2), "test_flaky", params)
+    visible = process_batch(replace(spec, spool=str(spool)), shipped(3, size))
+    outputs = dict(visible.outputs)
+    assert all(isinstance(v, SpooledOutput) for v in outputs.values())
+    assert sorted(p.name for p in spool.iterdir()) == sorted(Path(v.path).name for v in outputs.values())
+    np.testing.assert_array_equal(outputs[2].load(), np.full((size, size), 3.0))
+    outputs[2].discard()
+    assert len(list(spool.iterdir())) == 1
+    # A worker on another machine does not see the folder: the arrays travel with the result.
+    elsewhere = process_batch(replace(spec, spool=str(tmp_path / "not-here")), shipped(3, size))
+    np.testing.assert_array_equal(dict(elsewhere.outputs)[0], np.full((size, size), 1.0))
+    # Small outputs never go to the spool.
+    small = process_batch(replace(spec, spool=str(spool)), shipped(3))
+    assert all(isinstance(v, np.ndarray) for _, v in small.outputs)
+
+
+def test_a_batch_of_a_cancelled_job_does_not_start(tmp_path: Path) -> None:
+    series = SeriesInput("1.2", str(tmp_path / "absent.h5"), n_slices=3)
+    params = processors.flaky.validate({"state_dir": str(tmp_path)})
+    spec = replace(spec_for(series, (0, 1), "test_flaky", params), cancel_mark="job-x-1")
+    assert process_batch(spec, shipped(3)).outputs
+    mark_cancelled("job-x-1")
+    result = process_batch(spec, shipped(3))
+    assert result.cancelled
+    assert not result.outputs
+    assert (tmp_path / "0.attempts").read_text() == "1"  # slice 0 did not run again
