@@ -19,12 +19,13 @@ serial work over 2 workers (writing the results included). The batch size chosen
 and the CPU seconds each way used: on a machine shared with other work the wall-time ratios
 move with its load (printed too), the CPU totals much less.
 
-Usage: ``python bench/bench_jobs.py [--ct-slices 120] [--many 1000] [--target-ms 10]``
+Usage: ``python bench/bench_jobs.py [--ct-slices 120] [--many 1000] [--target-ms 10] [--phantom-only]``
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import sys
@@ -72,7 +73,7 @@ def store_volume(store: SliceStore, uid: str, volume: np.ndarray, spacing: float
             frame=1,
             channel="",
             header_json="{}",
-            read_pixels=lambda i=i: stored[i],
+            read_pixels=functools.partial(stored.__getitem__, i),
             rows=stored.shape[1],
             cols=stored.shape[2],
             dtype="uint16",
@@ -155,16 +156,18 @@ def pool(
 
 def job(
     client: Any, store: SliceStore, uid: str, name: str, params: dict[str, Any]
-) -> tuple[float, Any, float]:
-    """Wall seconds, summary and CPU seconds (client process plus workers) of a job."""
+) -> tuple[float, Any, float, float]:
+    """Wall seconds, summary, CPU seconds of the client process (scheduler and writer
+    included) and of the workers, for one job."""
     workers_cpu = sum(client.run(_cpu_seconds).values())
     start, cpu = time.perf_counter(), time.process_time()
     summary = run_job(client, store, name, params, [uid]).wait()
     elapsed = time.perf_counter() - start
-    used = time.process_time() - cpu + sum(client.run(_cpu_seconds).values()) - workers_cpu
+    client_cpu = time.process_time() - cpu
+    workers_used = sum(client.run(_cpu_seconds).values()) - workers_cpu
     # The next run must compute again, not resume from these results.
     shutil.rmtree(Path(summary.result_paths[uid]).parent)
-    return elapsed, summary, used
+    return elapsed, summary, client_cpu, workers_used
 
 
 def best_of(repeat: int, *runs: Any) -> list[Any]:
@@ -194,7 +197,7 @@ def compare(
 ) -> None:
     n = store.series(uid).n_slices
     params = {"sigma": sigma}
-    (t_serial, cpu_serial), t_pool, t_pool_back, (t_job, summary, cpu_job) = best_of(
+    (t_serial, cpu_serial), t_pool, t_pool_back, (t_job, summary, cpu_client, cpu_workers) = best_of(
         repeat,
         lambda: serial(store, uid, "gaussian_denoise", params),
         lambda: pool(executor, store, uid, "gaussian_denoise", params),
@@ -214,7 +217,30 @@ def compare(
         f"{label}: ProcessPool(2) sending every output back (as the job does) {t_pool_back:.2f} s: "
         f"{t_serial / t_pool_back:.2f}x serial, job vs it {t_pool_back / t_job:.2f}x"
     )
-    print(f"{label}: CPU seconds, job (client + workers) {cpu_job:.2f} vs serial {cpu_serial:.2f}")
+    print(
+        f"{label}: CPU seconds, job {cpu_client + cpu_workers:.2f} (client {cpu_client:.2f} + "
+        f"workers {cpu_workers:.2f}) vs serial {cpu_serial:.2f}"
+    )
+
+
+def trivial(client: Any, store: SliceStore, many: str, n: int, repeat: int) -> None:
+    """Scheduling overhead per slice for processors that do next to nothing."""
+    for name, what in (
+        ("bench_mean", "scheduling overhead"),
+        ("bench_copy", "with every pixel sent back"),
+    ):
+        (t_serial, _), (t_job, summary, *_) = best_of(
+            repeat,
+            lambda name=name: serial(store, many, name, {}),
+            lambda name=name: job(client, store, many, name, {}),
+        )
+        overhead_ms = 1000 * (t_job - t_serial / 2) / n
+        print(
+            f"trivial {name} on {n} slices 256x256: "
+            f"serial {t_serial:.2f} s, job {t_job:.2f} s, "
+            f"{what} {overhead_ms:.2f} ms/slice (target < 2 ms for scheduling; batch size "
+            f"{summary.batch_size}, {summary.batches} batches)"
+        )
 
 
 def main() -> None:
@@ -223,6 +249,9 @@ def main() -> None:
     parser.add_argument("--many", type=int, default=1000)
     parser.add_argument("--target-ms", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each method; the fastest counts")
+    parser.add_argument(
+        "--phantom-only", action="store_true", help="only the 512x512 phantom (a quick run while tuning)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pacslab-bench-jobs-") as tmp:
         store = SliceStore(Path(tmp) / "store")
@@ -248,23 +277,12 @@ def main() -> None:
                 job(client, store, warm, "gaussian_denoise", {"sigma": 1.0})
                 client.run(_warm_up)
                 compare("phantom CT 512x512", client, executor, store, ct, sigma_ct, args.repeat)
-                compare(f"{args.many} slices 256x256", client, executor, store, many, sigma_many, args.repeat)
-            for name, what in (
-                ("bench_mean", "scheduling overhead"),
-                ("bench_copy", "with every pixel sent back"),
-            ):
-                (t_serial, _), (t_job, summary, _) = best_of(
-                    args.repeat,
-                    lambda n=name: serial(store, many, n, {}),
-                    lambda n=name: job(client, store, many, n, {}),
-                )
-                overhead_ms = 1000 * (t_job - t_serial / 2) / args.many
-                print(
-                    f"trivial {name} on {args.many} slices 256x256: "
-                    f"serial {t_serial:.2f} s, job {t_job:.2f} s, "
-                    f"{what} {overhead_ms:.2f} ms/slice (target < 2 ms for scheduling; batch size "
-                    f"{summary.batch_size}, {summary.batches} batches)"
-                )
+                if not args.phantom_only:
+                    compare(
+                        f"{args.many} slices 256x256", client, executor, store, many, sigma_many, args.repeat
+                    )
+            if not args.phantom_only:
+                trivial(client, store, many, args.many, args.repeat)
         finally:
             client.close()
             store.close()

@@ -3,7 +3,9 @@
 ``run_job`` checks everything it can before submitting (processor, parameters, series,
 processor present on the workers, result files free), then returns a :class:`Job` whose
 driver thread keeps a few batches per worker thread in flight, takes results as they
-complete (``distributed.as_completed``) and hands them to the writer thread.
+complete (``distributed.as_completed``) and hands them to the writer thread. Workers on the
+client's machine leave large outputs in the job's spool folder (see :mod:`pacslab.jobs.spool`)
+and send back only their names.
 """
 
 from __future__ import annotations

@@ -73,8 +73,18 @@ def create_spool() -> Path:
 
 
 def remove_spool(path: Path | str) -> None:
-    """Delete a job's spool folder and whatever outputs are still in it."""
-    shutil.rmtree(path, ignore_errors=True)
+    """Delete a job's spool folder and whatever outputs are still in it.
+
+    Batches abandoned by a cancel may still be running: the folder is renamed first, so a
+    worker finishing one afterwards cannot add a file to it (its output stays in the result).
+    """
+    path = Path(path)
+    gone = path.with_name(f"{path.name}.removed")
+    try:
+        path.rename(gone)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def spool_output(spool: str, value: Any) -> Any:
