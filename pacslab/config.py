@@ -56,10 +56,19 @@ class PacsNode:
     port: int = 11112
     transport: Transport = "dimse"
     dicomweb_url: str = ""
+    # DICOM TLS (PS3.15 annex B): the PEM file of the authorities we trust for this PACS turns
+    # TLS on; our certificate and key are shown when the PACS asks for them.
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def uses_tls(self) -> bool:
+        return bool(self.tls_ca)
 
 
 @dataclass(frozen=True)
@@ -209,7 +218,24 @@ def _nodes_from(raw: Any, source: str) -> tuple[PacsNode, ...]:
     for node in nodes:
         if node.transport == "dicomweb" and not node.dicomweb_url:
             raise ConfigError(f"nodes.{node.name}.dicomweb_url", source, "required for dicomweb")
+        _check_tls(node, source, f"nodes.{node.name}.")
     return tuple(nodes)
+
+
+def _check_tls(node: PacsNode, source: str, prefix: str) -> None:
+    """TLS settings name files that exist, and a certificate comes with its key."""
+
+    def name(key: str) -> str:  # environment variables are named in capitals
+        return f"{prefix}{key.upper()}" if prefix.startswith(ENV_PREFIX) else f"{prefix}{key}"
+
+    if (node.tls_cert or node.tls_key) and not node.tls_ca:
+        raise ConfigError(name("tls_ca"), source, "required with tls_cert/tls_key (whom to trust)")
+    if bool(node.tls_cert) != bool(node.tls_key):
+        raise ConfigError(name("tls_key"), source, "tls_cert and tls_key go together")
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        value = getattr(node, key)
+        if value and not Path(value).expanduser().is_file():
+            raise ConfigError(name(key), source, f"no such file: {value}")
 
 
 def _env_layer(config: Config, env: Mapping[str, str]) -> Config:
@@ -248,6 +274,9 @@ def _env_layer(config: Config, env: Mapping[str, str]) -> Config:
             _merge(n, node_changes.get(n.name, {}), source, prefix=f"PACSLAB_NODE_{n.name.upper()}_")
             for n in merged.nodes
         )
+        for node in nodes:
+            if node.name in node_changes:
+                _check_tls(node, source, f"PACSLAB_NODE_{node.name.upper()}_")
         merged = dataclasses.replace(merged, nodes=nodes)
     return merged
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite talks to, when missing:
-# Orthanc + its DICOMweb plugin (the real PACS), DCMTK and dicom3tools (reference tools), Chromium.
+# Orthanc + its DICOMweb plugin (the real PACS), DCMTK and dicom3tools (reference tools), Chromium,
+# OpenSSL (certificates for the TLS tests).
 set -euo pipefail
 declare -A probe=(
   [orthanc]=/usr/sbin/Orthanc
@@ -8,9 +9,10 @@ declare -A probe=(
   [dcmtk]=/usr/bin/findscu
   [dicom3tools]=/usr/bin/dciodvfy
   [chromium]=/usr/bin/chromium
+  [openssl]=/usr/bin/openssl
 )
 missing=()
-for pkg in orthanc orthanc-dicomweb dcmtk dicom3tools chromium; do
+for pkg in orthanc orthanc-dicomweb dcmtk dicom3tools chromium openssl; do
   [ -e "${probe[$pkg]}" ] || missing+=("$pkg")
 done
 if [ ${#missing[@]} -eq 0 ]; then

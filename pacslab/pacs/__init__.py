@@ -42,6 +42,7 @@ from pacslab.pacs.errors import (
     QueryFilterError,
     RetrieveFailed,
     RetrieveIncomplete,
+    TlsFailed,
 )
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ __all__ = [
     "SeriesMatch",
     "StoreStatus",
     "StudyMatch",
+    "TlsFailed",
     "batch_query",
     "connect_pacs",
     "into_ingest",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -52,6 +53,7 @@ from pynetdicom._handlers import (
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import code_to_category
+from pynetdicom.transport import AssociationSocket
 
 from pacslab.config import Config, PacsNode
 from pacslab.pacs.errors import (
@@ -60,6 +62,7 @@ from pacslab.pacs.errors import (
     NoAcceptedContext,
     PacsTimeout,
     PacsUnreachable,
+    TlsFailed,
 )
 
 __all__ = [
@@ -160,8 +163,9 @@ def lean_connection(event: evt.Event, fast_loop: bool = False, tcp_nodelay: bool
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # the peer may already have closed it
             LOGGER.debug("could not set TCP_NODELAY", exc_info=True)
-    if sock is not None:
-        _bound_reads(assoc.dul.socket, sock, assoc.network_timeout)
+    holder = assoc.dul.socket
+    if holder is not None and sock is not None:
+        _BoundedSocket.adopt(holder, assoc.network_timeout)
     if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
         for event_type, handler in _STANDARD_LOG_HANDLERS:
             with contextlib.suppress(ValueError, KeyError):  # not bound on this association
@@ -174,19 +178,61 @@ class PduTooLong(OSError):
     """A peer announced a PDU longer than we accept (pynetdicom turns it into a closed connection)."""
 
 
-def _bound_reads(assoc_socket: Any, sock: socket.socket, timeout: float | None) -> None:
-    """Replace ``assoc_socket.recv`` with one that refuses long PDUs and ends within ``timeout``.
+class _BoundedSocket(AssociationSocket):
+    """pynetdicom's association socket, reading each PDU within a deadline and a length limit.
 
-    pynetdicom calls ``recv`` twice per PDU (header, then body) once the socket is readable;
-    an ``OSError`` there closes the connection (Evt17), which ends the call with a named error.
+    pynetdicom calls ``recv`` twice per PDU (header, then body) once ``ready`` says so; an
+    ``OSError`` there closes the connection (Evt17), which ends the call with a named error.
+    Over TLS a readable socket may hold no application data (TLS 1.3 sends session tickets
+    after the handshake): ``ready`` reads ahead without blocking, so the reactor never waits in
+    ``recv`` while its own A-ASSOCIATE-RQ is still unsent.
     """
-    sock.settimeout(timeout)  # sends too: a peer that stops reading cannot block us forever
 
-    def recv(nr_bytes: int) -> bytearray:
+    pdu_timeout: float | None
+    read_ahead: bytearray
+
+    @classmethod
+    def adopt(cls, assoc_socket: AssociationSocket, timeout: float | None) -> None:
+        assoc_socket.__class__ = cls
+        assert isinstance(assoc_socket, _BoundedSocket)
+        assoc_socket.pdu_timeout = timeout
+        assoc_socket.read_ahead = bytearray()
+        if assoc_socket.socket is not None:
+            # Sends too: a peer that stops reading cannot block us forever.
+            assoc_socket.socket.settimeout(timeout)
+
+    @property
+    def ready(self) -> bool:
+        if self.read_ahead:
+            return True
+        if not super().ready:
+            return False
+        sock = self.socket
+        if not isinstance(sock, ssl.SSLSocket):
+            return True
+        try:
+            sock.settimeout(0.0)
+            chunk = sock.recv(_RECV_CHUNK)
+        except ssl.SSLWantReadError:
+            return False
+        except OSError:
+            return True  # recv meets the error again and reports it
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(self.pdu_timeout)
+        self.read_ahead += chunk
+        return True  # data, or b"" for a closed connection, which recv reports
+
+    def recv(self, nr_bytes: int) -> bytearray:
         if nr_bytes > MAX_PDU_ACCEPTED:
             raise PduTooLong(f"the peer announced a PDU of {nr_bytes} bytes; at most {MAX_PDU_ACCEPTED}")
+        data = self.read_ahead[:nr_bytes]
+        del self.read_ahead[:nr_bytes]
+        sock = self.socket
+        if sock is None or len(data) == nr_bytes:
+            return data
+        timeout = self.pdu_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        data = bytearray()
         try:
             while len(data) < nr_bytes:
                 if deadline is not None:
@@ -203,8 +249,6 @@ def _bound_reads(assoc_socket: Any, sock: socket.socket, timeout: float | None) 
                 with contextlib.suppress(OSError):
                     sock.settimeout(timeout)
         return data
-
-    assoc_socket.recv = recv
 
 
 @contextlib.contextmanager
@@ -315,6 +359,7 @@ class Connector:
         self.config = config
         self.tcp_nodelay = tcp_nodelay
         self.ae = make_ae(config)
+        self.tls = tls_context(node)
 
     def associate(
         self,
@@ -338,6 +383,7 @@ class Connector:
             (evt.EVT_ABORTED, _on_aborted, [watch]),
             *handlers,
         ]
+        tls = _TlsWrapper(self.tls) if self.tls is not None else None
         started = time.monotonic()
         assoc = self.ae.associate(
             node.host,
@@ -346,9 +392,11 @@ class Connector:
             ae_title=node.ae_title,
             ext_neg=list(ext_neg),
             evt_handlers=evt_handlers,
+            tls_args=(tls, node.host) if tls is not None else None,  # type: ignore[arg-type]
         )
         if assoc.is_established:
             return assoc
+        _close_leftovers(assoc, tls)
         elapsed = time.monotonic() - started
         timeouts = self.config.timeouts
         if assoc.is_rejected:
@@ -363,12 +411,85 @@ class Connector:
                 reason=rsp.reason_str if rsp is not None else "no reason given",
             )
         if not watch.opened.is_set():
+            if self.tls is not None:
+                _raise_tls_failure(node, self.tls, timeouts.connection)
             raise PacsUnreachable(node.host, node.port, timeouts.connection, f"no connection for {purpose}")
         if watch.accepted.is_set():
             raise NoAcceptedContext(node.host, node.port, purpose, [str(c.abstract_syntax) for c in contexts])
         if elapsed >= timeouts.acse * 0.9:
             raise PacsTimeout(node.host, node.port, "acse", timeouts.acse)
+        if self.tls is not None:
+            # TLS 1.3 reports a refused client certificate only once the PACS is read.
+            raise TlsFailed(
+                node.host,
+                node.port,
+                f"the PACS closed the connection during {purpose}; it may refuse our certificate",
+            )
         raise AssociationAborted(node.host, node.port, f"association negotiation for {purpose}")
+
+
+def _close_leftovers(assoc: Association, tls: _TlsWrapper | None) -> None:
+    """Close the sockets of an association that failed to open (pynetdicom leaves some open)."""
+    sock = getattr(assoc.dul.socket, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+    if tls is not None:
+        tls.close()
+
+
+class _TlsWrapper:
+    """Wraps sockets like its SSL context, and can close the one pynetdicom leaves open.
+
+    When the TLS handshake fails, pynetdicom's connect() calls shutdown() on the unconnected
+    socket, which raises, so its close() never runs.
+    """
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+        self.sockets: list[ssl.SSLSocket] = []
+
+    def wrap_socket(self, sock: socket.socket, **kwargs: Any) -> ssl.SSLSocket:
+        wrapped = self.context.wrap_socket(sock, **kwargs)
+        self.sockets.append(wrapped)
+        return wrapped
+
+    def close(self) -> None:
+        for wrapped in self.sockets:
+            wrapped.close()
+
+
+def tls_context(node: PacsNode) -> ssl.SSLContext | None:
+    """The client TLS context for ``node`` (None without ``tls_ca``): trust its CA, show our certificate.
+
+    Raises
+    ------
+    TlsFailed
+        A file cannot be read as a PEM certificate or key.
+    """
+    if not node.uses_tls:
+        return None
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=node.tls_ca)
+        if node.tls_cert:
+            context.load_cert_chain(node.tls_cert, node.tls_key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsFailed(node.host, node.port, f"cannot load the certificate files: {exc}") from exc
+    return context
+
+
+def _raise_tls_failure(node: PacsNode, context: ssl.SSLContext, timeout: float) -> None:
+    """Say why a TLS connection failed: pynetdicom only logs it, so try the handshake once more."""
+    try:
+        with (
+            socket.create_connection((node.host, node.port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=node.host),
+        ):
+            return  # the handshake works now: the first failure was the network's
+    except ssl.SSLError as exc:
+        raise TlsFailed(node.host, node.port, exc.reason or str(exc)) from exc
+    except OSError:
+        return
 
 
 def _on_open(event: evt.Event, watch: _Watch, fast_loop: bool, tcp_nodelay: bool) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "QueryFilterError",
     "RetrieveFailed",
     "RetrieveIncomplete",
+    "TlsFailed",
 ]
 
 
@@ -129,6 +130,20 @@ class AssociationAborted(PacsError):
         super().__init__(
             f"The connection to the PACS at {host}:{port} was lost during {during}. "
             "The PACS may have been stopped or restarted; check it and try again."
+        )
+
+
+class TlsFailed(PacsError):
+    """DICOM TLS to the PACS failed: our certificate files, or the handshake."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        self.reason = reason
+        super().__init__(
+            f"TLS with the PACS at {host}:{port} failed: {reason}. Check the node's tls_ca (the "
+            "authority that signed the PACS certificate), and tls_cert/tls_key (ours, which the "
+            "PACS must trust)."
         )
 
 

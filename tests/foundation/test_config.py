@@ -111,3 +111,48 @@ def test_unknown_node_lists_the_configured_ones() -> None:
     config = load_config(env={"HOME": "/nonexistent"})
     with pytest.raises(KeyError, match="embedded"):
         config.node("elsewhere")
+
+
+def _tls_file(tmp_path: Path, text: str) -> str:
+    base = tmp_path / "config.toml"
+    base.write_text(f'default_node = "secure"\n[[nodes]]\nname = "secure"\nae_title = "PACS"\nport = 2762\n{text}\n')
+    return str(base)
+
+
+def test_a_node_with_tls_files_turns_tls_on(tmp_path: Path) -> None:
+    for name in ("ca.pem", "me.pem", "me.key"):
+        (tmp_path / name).write_text("PEM")
+    path = _tls_file(
+        tmp_path,
+        f'tls_ca = "{tmp_path}/ca.pem"\ntls_cert = "{tmp_path}/me.pem"\ntls_key = "{tmp_path}/me.key"',
+    )
+    node = load_config(env={"PACSLAB_CONFIG": path}).node("secure")
+    assert node.uses_tls
+    assert node.tls_cert == f"{tmp_path}/me.pem"
+    assert not PacsNode("plain", "PACS").uses_tls
+
+
+@pytest.mark.parametrize(
+    ("lines", "key", "problem"),
+    [
+        ('tls_ca = "{d}/missing.pem"', "nodes.secure.tls_ca", "no such file"),
+        ('tls_ca = "{d}/ca.pem"\ntls_cert = "{d}/ca.pem"', "nodes.secure.tls_key", "go together"),
+        ('tls_cert = "{d}/ca.pem"\ntls_key = "{d}/ca.pem"', "nodes.secure.tls_ca", "whom to trust"),
+    ],
+)
+def test_tls_settings_that_cannot_work_name_the_key(
+    tmp_path: Path, lines: str, key: str, problem: str
+) -> None:
+    (tmp_path / "ca.pem").write_text("PEM")
+    path = _tls_file(tmp_path, lines.format(d=tmp_path))
+    with pytest.raises(ConfigError, match=problem) as caught:
+        load_config(env={"PACSLAB_CONFIG": path})
+    assert caught.value.key == key
+
+
+def test_tls_from_the_environment_is_checked_too(tmp_path: Path) -> None:
+    path = _tls_file(tmp_path, "")
+    env = {"PACSLAB_CONFIG": path, "PACSLAB_NODE_SECURE_TLS_CA": str(tmp_path / "nowhere.pem")}
+    with pytest.raises(ConfigError, match="no such file") as caught:
+        load_config(env=env)
+    assert caught.value.key == "PACSLAB_NODE_SECURE_TLS_CA"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,14 @@ from pynetdicom import AE
 
 import dask_cluster
 from pacslab.config import Config, PacsNode, Timeouts
-from pacslab.pacs import PacsError
+from pacslab.pacs import PacsError, ReceivedInstance, TlsFailed
 from pacslab.pacs.association import VERIFICATION
 from pacslab.pacs.dimse import DimseClient
 from pacslab.pacs.embedded import EmbeddedPacs
 from pacslab.pacs.receiver import Receiver
-from tests.reliability.certificates import Authority, client_context, server_context
+from tests.reliability.certificates import Authority, Certificate, client_context, server_context
 from tests.reliability.conftest import Figures, free_port
+from tests.reliability.dicom_bytes import encode, series
 from tests.reliability.plain_cluster import PlainScheduler
 from tests.reliability.servers import BIN, ServerProcess
 
@@ -47,6 +49,8 @@ def _associates(port: int, called: str, calling: str, tls: Any = None, context: 
     established = bool(assoc.is_established)
     if established:
         assoc.release()
+    elif assoc.dul.socket is not None and assoc.dul.socket.socket is not None:
+        assoc.dul.socket.socket.close()  # pynetdicom leaves a refused socket open
     return established
 
 
@@ -142,25 +146,82 @@ def test_dicom_over_tls_takes_only_peers_with_a_site_certificate(
     assert not any(attempts.values()), attempts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pacslab's DIMSE client cannot speak TLS: pacslab/config.py PacsNode has no TLS settings and "
-        "pacslab/pacs/association.py Connector.associate() passes no tls_args; fix: PacsNode fields "
-        "tls_ca, tls_cert, tls_key (paths; TOML and PACSLAB_NODE_<NAME>_TLS_*), and Connector building "
-        "ssl.create_default_context(cafile=tls_ca) + load_cert_chain(tls_cert, tls_key) into "
-        "ae.associate(..., tls_args=(context, node.host)) when tls_ca is set"
-    ),
-)
-def test_pacslab_talks_to_a_tls_pacs(tmp_path: Path, authorities: tuple[Authority, Authority]) -> None:
-    site, _ = authorities
+def _tls_node(port: int, called: str, trusted: Authority, own: Certificate | None) -> PacsNode:
+    return PacsNode(
+        "tls", called, "127.0.0.1", port,
+        tls_ca=str(trusted.cert), tls_cert=str(own.cert) if own else "", tls_key=str(own.key) if own else "",
+    )  # fmt: skip
+
+
+def test_pacslab_queries_and_retrieves_from_a_tls_pacs(
+    tmp_path: Path, authorities: tuple[Authority, Authority], figures: Figures
+) -> None:
+    site, stranger = authorities
     mine = site.issue("pacslab")
+    files = tmp_path / "files"
+    files.mkdir()
+    slices = series(3, rows=8, cols=8)
+    for i, ds in enumerate(slices):
+        (files / f"{i}.dcm").write_bytes(encode(ds))
+    study, series_uid = str(slices[0].StudyInstanceUID), str(slices[0].SeriesInstanceUID)
     with EmbeddedPacs(tmp_path / "pacs", port=0, tls=server_context(site, site.issue("pacs2"))) as pacs:
-        node = PacsNode(
-            "tls", pacs.ae_title, "127.0.0.1", pacs.port,
-            tls_ca=str(site.cert), tls_cert=str(mine.cert), tls_key=str(mine.key),  # type: ignore[call-arg]
-        )  # fmt: skip
-        assert DimseClient(node, _config(node, "PACSLAB")).echo() >= 0
+        pacs.add_files([files])
+        node = _tls_node(pacs.port, pacs.ae_title, site, mine)
+        client = DimseClient(node, _config(node, "PACSLAB"))
+        client.echo()
+        found = client.find_studies(study_uid=study)
+        got: list[ReceivedInstance] = []
+        result = client.retrieve_series(study, series_uid, on_instance=got.append, method="c-get")
+        refusals = {
+            "no certificate of ours": _echo_refused(
+                _tls_node(pacs.port, pacs.ae_title, site, None), "PACSLAB"
+            ),
+            "PACS signed by a CA we do not trust": _echo_refused(
+                _tls_node(pacs.port, pacs.ae_title, stranger, mine), "PACSLAB"
+            ),
+            "plain TCP": _echo_refused(PacsNode("plain", pacs.ae_title, "127.0.0.1", pacs.port), "PACSLAB"),
+        }
+    figures("pacslab's DICOM TLS client: refused without the right certificates", refusals)
+    assert [s.study_uid for s in found] == [study]
+    assert result.status == "success"
+    assert sorted(r.sop_instance_uid for r in got) == sorted(str(ds.SOPInstanceUID) for ds in slices)
+    assert refusals["no certificate of ours"] == "TlsFailed"
+    assert refusals["PACS signed by a CA we do not trust"] == "TlsFailed"
+    assert refusals["plain TCP"] is not None
+
+
+def test_tls_failures_name_the_certificate_problem(
+    tmp_path: Path, authorities: tuple[Authority, Authority]
+) -> None:
+    site, stranger = authorities
+    with EmbeddedPacs(tmp_path / "pacs", port=0, tls=server_context(site, site.issue("pacs3"))) as pacs:
+        node = _tls_node(pacs.port, pacs.ae_title, stranger, site.issue("ws"))
+        with pytest.raises(TlsFailed, match="CERTIFICATE_VERIFY_FAILED") as caught:
+            DimseClient(node, _config(node, "PACSLAB")).echo()
+    assert caught.value.port == pacs.port
+    bad = tmp_path / "not-a-certificate.pem"
+    bad.write_text("not PEM")
+    with pytest.raises(TlsFailed, match="cannot load the certificate files"):
+        DimseClient(PacsNode("tls", "X", "127.0.0.1", pacs.port, tls_ca=str(bad)), Config()).echo()
+
+
+def test_dcmtk_echoscu_reaches_the_embedded_pacs_over_tls(
+    tmp_path: Path, authorities: tuple[Authority, Authority]
+) -> None:
+    site, stranger = authorities
+    own, foreign = site.issue("dcmtk"), stranger.issue("dcmtk")
+    with EmbeddedPacs(tmp_path / "pacs", port=0, tls=server_context(site, site.issue("pacs4"))) as pacs:
+
+        def echoscu(cert: Certificate) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["echoscu", "+tls", str(cert.key), str(cert.cert), "+cf", str(site.cert),
+                 "-aec", pacs.ae_title, "-aet", "DCMTK", "127.0.0.1", str(pacs.port)],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+
+        member, outsider = echoscu(own), echoscu(foreign)
+    assert member.returncode == 0, member.stderr
+    assert outsider.returncode != 0
 
 
 def test_a_tls_dask_scheduler_refuses_plain_and_foreign_clients(
