@@ -115,7 +115,8 @@ def test_unknown_node_lists_the_configured_ones() -> None:
 
 def _tls_file(tmp_path: Path, text: str) -> str:
     base = tmp_path / "config.toml"
-    base.write_text(f'default_node = "secure"\n[[nodes]]\nname = "secure"\nae_title = "PACS"\nport = 2762\n{text}\n')
+    node = '[[nodes]]\nname = "secure"\nae_title = "PACS"\nport = 2762'
+    base.write_text(f'default_node = "secure"\n{node}\n{text}\n')
     return str(base)
 
 
