@@ -38,5 +38,8 @@ lint: setup
 bench: system-packages setup
 	$(BIN)/python -m bench
 
+soak: system-packages setup
+	$(BIN)/python -m bench soak
+
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

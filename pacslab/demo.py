@@ -189,6 +189,8 @@ def run_demo(workdir: Path, lab: bool = True, voila_port: int = 8866, lab_port: 
                 f"--port={voila_port}",
                 "--no-browser",
                 "--Voila.ip=127.0.0.1",
+                # voila.json asks for a token; the loopback demo, like its JupyterLab, does not.
+                "--Voila.token=",
             ],
             env,
         )

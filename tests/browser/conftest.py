@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +18,7 @@ import pytest
 
 from pacslab.pacs.orthanc import free_port
 from tests.notebooks.kernel_env import kernel_env, write_config
+from tests.servers import BIN, ServerProcess
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -33,7 +28,6 @@ if TYPE_CHECKING:
     from pacslab.pacs.orthanc import OrthancServer
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -44,65 +38,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 OUTPUT = ROOT / ".test-output" / "browser"
-SERVER_START_S = 180.0
 
 pytestmark = pytest.mark.browser
-
-
-class ServerProcess:
-    """A server started in its own process group; its output goes to a log and is watched."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> None:
-        self.name = name
-        self.log = log
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self._pump_thread = threading.Thread(target=self._pump, name=f"{name}-output", daemon=True)
-        self._pump_thread.start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        with self.log.open("w", encoding="utf-8") as log:
-            for line in self.process.stdout:
-                log.write(line)
-                log.flush()
-                self.lines.put(line)
-        self.lines.put(None)
-
-    def wait_for(self, marker: str, timeout: float = SERVER_START_S) -> str:
-        """The first output line containing ``marker``; fails after ``timeout`` or if the server exits."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                pytest.fail(f"{self.name} exited with code {self.process.wait()}; see {self.log}")
-            if marker in line:
-                return line
-        pytest.fail(f"{self.name} did not print {marker!r} within {timeout:.0f} s; see {self.log}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._pump_thread.join(timeout=30)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 class Steps:
@@ -180,7 +117,7 @@ def voila_url(browser_config: Path, tmp_path_factory: pytest.TempPathFactory) ->
     logs = tmp_path_factory.mktemp("voila-logs")
     server = ServerProcess(
         "voila",
-        [str(BIN / "voila"), f"--port={port}", "--no-browser"],
+        [str(BIN / "voila"), f"--port={port}", "--no-browser", "--Voila.token="],  # loopback, as the demo
         kernel_env(browser_config),
         ROOT,
         logs / "voila.log",

@@ -111,12 +111,13 @@ def job_client(dask_client: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def voila_url(tmp_path_factory: pytest.TempPathFactory, embedded_pacs: Any, dask_client: Any) -> Any:
-    """Voilà as the project runs it: from the project root, so with its ``voila.json``.
+    """Voilà as the demo runs it: from the project root, so with its ``voila.json``, on loopback
+    without a token (what an authenticated user can do is what these tests probe).
 
     Its kernels read a config naming the embedded PACS, a fresh store and the test cluster.
     """
     from tests.notebooks.kernel_env import kernel_env, write_config
-    from tests.reliability.servers import BIN, ServerProcess
+    from tests.servers import BIN, ServerProcess
 
     if not (PROJECT_ROOT / "voila.json").exists():
         pytest.fail("the project has no voila.json; Voilà would serve with its defaults")
@@ -124,7 +125,7 @@ def voila_url(tmp_path_factory: pytest.TempPathFactory, embedded_pacs: Any, dask
     address = dask_client.scheduler.address
     config = write_config(root / "pacslab.toml", [embedded_pacs.node], root / "store", address)
     port = free_port()
-    argv = [str(BIN / "voila"), f"--port={port}", "--no-browser"]
+    argv = [str(BIN / "voila"), f"--port={port}", "--no-browser", "--Voila.token="]  # as the loopback demo
     server = ServerProcess("voila", argv, kernel_env(config), PROJECT_ROOT, root / "voila.log")
     try:
         server.wait_for("Voilà is running at")

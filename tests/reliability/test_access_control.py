@@ -7,6 +7,7 @@ must succeed (so a refusal is not just a broken server).
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import ssl
@@ -33,7 +34,7 @@ from tests.reliability.certificates import Authority, Certificate, client_contex
 from tests.reliability.conftest import Figures, free_port
 from tests.reliability.dicom_bytes import encode, series
 from tests.reliability.plain_cluster import PlainScheduler
-from tests.reliability.servers import BIN, ServerProcess
+from tests.servers import BIN, ServerProcess
 
 ITEM = 12
 ELSEWHERE = "192.0.2.1"  # TEST-NET-1 (RFC 5737): an allowed host that is not this one
@@ -282,8 +283,6 @@ def test_a_tls_dask_scheduler_refuses_plain_and_foreign_clients(
 
 
 def test_jupyter_server_asks_for_its_token(tmp_path: Path, figures: Figures) -> None:
-    import os
-
     env = {k: v for k, v in os.environ.items() if k not in ("JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE")}
     port = free_port()
     argv = [str(BIN / "jupyter"), "server", "--no-browser", "--ip=127.0.0.1", f"--port={port}"]
@@ -312,17 +311,33 @@ def test_jupyter_server_asks_for_its_token(tmp_path: Path, figures: Figures) -> 
     assert without["GET /lab"] in (302, 403)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "voila.json sets no token and Voilà 0.5 serves without authentication unless Voila.token or "
-        "Voila.auto_token is set, so anyone who can reach a non-loopback Voilà started with the "
-        'project config gets the dashboard and its kernels; fix: "auto_token": true in voila.json '
-        "and an explicit --Voila.token= only in the loopback demo (pacslab/demo.py), as for JupyterLab"
-    ),
-)
-def test_voila_started_with_the_project_config_asks_for_a_token(voila_url: str, figures: Figures) -> None:
-    with requests.get(f"{voila_url}/", timeout=120, stream=True) as answer:
-        status = answer.status_code
-    figures("Voilà with voila.json, GET / (the dashboard) without a token", status)
-    assert status == 403
+def test_voila_started_with_the_project_config_asks_for_a_token(tmp_path: Path, figures: Figures) -> None:
+    """``voila`` run from the project root, with no flags: what a site serving the dashboard gets."""
+    from tests.reliability.conftest import PROJECT_ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE")}
+    port = free_port()
+    argv = [str(BIN / "voila"), f"--port={port}", "--no-browser"]
+    server = ServerProcess("voila", argv, env, PROJECT_ROOT, tmp_path / "voila.log")
+    try:
+        line = server.wait_for(f"127.0.0.1:{port}/")  # the line after "Voilà is running at:"
+        server.wait_listening(port)
+        found = re.search(r"token=([0-9a-f]+)", line)
+        base = f"http://127.0.0.1:{port}"
+        without = {
+            "GET / (the dashboard)": requests.get(f"{base}/", timeout=60, allow_redirects=False),
+            "GET /api/kernels": requests.get(f"{base}/api/kernels", timeout=60, allow_redirects=False),
+        }
+        statuses = {what: (r.status_code, r.headers.get("Location", "")) for what, r in without.items()}
+        token = {"token": found.group(1) if found else ""}
+        # The answer starts before the kernel runs the dashboard: its status is all this needs.
+        with requests.get(f"{base}/", params=token, timeout=120, stream=True) as with_token:
+            pass
+    finally:
+        server.stop()
+    figures("Voilà with voila.json, without its token", statuses)
+    assert found, f"no token in {line!r}"
+    assert with_token.status_code == 200
+    assert statuses["GET / (the dashboard)"][0] == 302  # to the login page, not the dashboard
+    assert statuses["GET / (the dashboard)"][1].startswith("/login")
+    assert statuses["GET /api/kernels"][0] in (302, 403, 404)

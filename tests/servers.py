@@ -1,4 +1,6 @@
-"""Jupyter servers and Voilà started as a user would, in their own process group, output watched."""
+"""Jupyter servers and Voilà started as a user would, in their own process group, output watched.
+
+Shared by the browser and reliability tests."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class ServerProcess:
         self.name = name
         self.log = log
         self.lines: queue.Queue[str | None] = queue.Queue()
+        log.parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             argv,
             cwd=cwd,
