@@ -36,7 +36,7 @@ def test_killed_mid_write_of_a_new_series(tmp_path: Path) -> None:
 
     with Worker(root, files, "--block-at", "5") as worker:
         worker.expect("blocked")
-        worker.kill()
+        assert worker.kill()
 
     store = SliceStore(root)
     listed = {s.series_uid: s for s in store.list_series()}
@@ -64,7 +64,7 @@ def test_killed_while_extending_keeps_the_previous_version_readable(tmp_path: Pa
 
     with Worker(root, files, "--block-at", "7") as worker:
         worker.expect("blocked")
-        worker.kill()
+        assert worker.kill()
 
     reopened = SliceStore(root)
     info = reopened.series(uid)
@@ -84,7 +84,7 @@ def test_killed_after_spooling_uploads_recovers_from_the_inbox(tmp_path: Path) -
     files = write_ct(tmp_path / "ct", n=4, size=32)
     with Worker(root, files, "--spool") as worker:
         worker.expect("spooled")
-        worker.kill()
+        assert worker.kill()
     for f in files:
         f.unlink()  # the uploads exist only in the inbox now
 
@@ -114,8 +114,7 @@ def test_killed_at_random_points(tmp_path: Path, capsys: pytest.CaptureFixture[s
     for _ in range(trials):
         with Worker(root, all_files, "--progress") as worker:
             # 12 "reading" then 12 "writing" events: kill after a random number of them.
-            if worker.read_lines(rng.randint(1, 24)):
-                worker.kill()
+            if worker.read_lines(rng.randint(1, 24)) and worker.kill():
                 killed += 1
         store = SliceStore(root)
         for info in store.list_series():

@@ -55,10 +55,12 @@ class Worker:
         self.process.stdin.write(line + "\n")
         self.process.stdin.flush()
 
-    def kill(self) -> None:
+    def kill(self) -> bool:
+        """SIGKILL the worker; False if it had already finished its ingest (the last event races the kill)."""
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=60)
-        assert self.process.returncode == -signal.SIGKILL
+        assert self.process.returncode in (-signal.SIGKILL, 0), self.stderr()
+        return self.process.returncode == -signal.SIGKILL
 
     def finish(self, timeout: float = 120) -> str:
         """Wait for the end and return the last line ("done N" or "error ...")."""
