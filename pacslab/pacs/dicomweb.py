@@ -24,6 +24,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from requests.adapters import HTTPAdapter
 
 from pacslab.config import Config, PacsNode
 from pacslab.pacs import query
@@ -48,6 +49,7 @@ from pacslab.pacs.errors import (
     QueryFilterError,
     RetrieveFailed,
     RetrieveIncomplete,
+    TlsFailed,
 )
 from pacslab.pacs.receiver import RetrieveSession
 
@@ -124,6 +126,10 @@ class DicomwebClient(QueryRetrieveBase):
         self._web = self._client(self._session)
 
     def _client(self, session: requests.Session) -> _WebClient:
+        node = self.node
+        if node.uses_tls:
+            cert = (node.tls_cert, node.tls_key) if node.tls_cert else None
+            session.mount("https://", _NodeTls(node.tls_ca, cert))
         web = _WebClient(
             url=self.node.dicomweb_url.rstrip("/"),
             session=session,
@@ -148,6 +154,8 @@ class DicomwebClient(QueryRetrieveBase):
     def _raise(self, exc: Exception, during: str) -> NoReturn:
         """Translate a requests/HTTP error into a named PACS error."""
         timeouts = self.config.timeouts
+        if isinstance(exc, requests.exceptions.SSLError):
+            raise TlsFailed(self._host, self._port, str(exc)) from exc
         if isinstance(exc, requests.ConnectTimeout):
             raise PacsUnreachable(self._host, self._port, timeouts.connection, str(exc)) from exc
         if isinstance(exc, requests.Timeout):
@@ -481,6 +489,25 @@ def _instance(part: bytes) -> ReceivedInstance:
         # A part without file meta: decode it to learn what it is.
         ds = pydicom.dcmread(BytesIO(part), force=True)
         return ReceivedInstance.from_dataset(ds)
+
+
+class _NodeTls(HTTPAdapter):
+    """HTTPS trusting the node's CA and showing our certificate, whatever the environment says.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override ``Session.verify``, so the
+    settings are applied to each request here instead.
+    """
+
+    def __init__(self, ca: str, cert: tuple[str, str] | None) -> None:
+        super().__init__()
+        self._ca = ca
+        self._cert = cert
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs["verify"] = self._ca
+        if self._cert is not None:
+            kwargs["cert"] = self._cert
+        return super().send(request, **kwargs)
 
 
 def _mid_transfer(exc: Exception) -> bool:

@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,14 @@ import dask_cluster
 from pacslab.config import Config, PacsNode, Timeouts
 from pacslab.pacs import PacsError, ReceivedInstance, TlsFailed
 from pacslab.pacs.association import VERIFICATION
+from pacslab.pacs.dicomweb import DicomwebClient
 from pacslab.pacs.dimse import DimseClient
 from pacslab.pacs.embedded import EmbeddedPacs
 from pacslab.pacs.receiver import Receiver
 from tests.reliability.certificates import Authority, Certificate, client_context, server_context
 from tests.reliability.conftest import Figures, free_port
 from tests.reliability.dicom_bytes import encode, series
+from tests.reliability.https_proxy import HttpsProxy
 from tests.reliability.plain_cluster import PlainScheduler
 from tests.servers import BIN, ServerProcess
 
@@ -204,6 +207,41 @@ def test_tls_failures_name_the_certificate_problem(
     bad.write_text("not PEM")
     with pytest.raises(TlsFailed, match="cannot load the certificate files"):
         DimseClient(PacsNode("tls", "X", "127.0.0.1", pacs.port, tls_ca=str(bad)), Config()).echo()
+
+
+def test_dicomweb_over_https_trusts_only_the_configured_authority(
+    orthanc: Any, authorities: tuple[Authority, Authority], figures: Figures
+) -> None:
+    site, stranger = authorities
+    mine = site.issue("pacslab-web")
+    with HttpsProxy(orthanc.url, server_context(site, site.issue("web"))) as proxy:
+
+        def node(trusted: Authority | None, own: Certificate | None = mine) -> PacsNode:
+            return replace(
+                orthanc.web_node,
+                dicomweb_url=f"https://127.0.0.1:{proxy.port}/dicom-web",
+                tls_ca=str(trusted.cert) if trusted else "",
+                tls_cert=str(own.cert) if own and trusted else "",
+                tls_key=str(own.key) if own and trusted else "",
+            )
+
+        def refused(web: PacsNode) -> str | None:
+            try:
+                DicomwebClient(web, _config(web, "PACSLAB")).echo()
+            except PacsError as exc:
+                return type(exc).__name__
+            return None
+
+        client = DicomwebClient(node(site), _config(node(site), "PACSLAB"))
+        found = client.find_studies(limit=3)
+        refusals = {
+            "PACS signed by a CA we do not trust": refused(node(stranger)),
+            "no certificate of ours": refused(node(site, None)),
+            "system CAs only": refused(node(None)),
+        }
+    figures("DICOMweb over HTTPS: refused without the right certificates", refusals)
+    assert len(found) == 3
+    assert refusals == dict.fromkeys(refusals, "TlsFailed")
 
 
 def test_dcmtk_echoscu_reaches_the_embedded_pacs_over_tls(
