@@ -103,6 +103,11 @@ class Config:
 
     ae_title: str = "PACSLAB"
     receiver_port: int = 11113
+    # DICOM TLS on our receiver (the C-MOVE destination): its certificate and key, and the CA
+    # whose certificates senders must show (empty: any sender, as over plain TCP).
+    receiver_tls_cert: str = ""
+    receiver_tls_key: str = ""
+    receiver_tls_ca: str = ""
     store_path: Path = field(default_factory=lambda: Path("~/pacslab-store").expanduser())
     scheduler_address: str = ""  # empty: start a LocalCluster
     scheduler_tls_ca: str = ""
@@ -222,20 +227,27 @@ def _nodes_from(raw: Any, source: str) -> tuple[PacsNode, ...]:
     return tuple(nodes)
 
 
-def _check_tls(node: PacsNode, source: str, prefix: str) -> None:
-    """TLS settings name files that exist, and a certificate comes with its key."""
+def _check_tls(settings: Any, source: str, prefix: str, stem: str = "tls_", client: bool = True) -> None:
+    """TLS settings name files that exist, and a certificate comes with its key.
+
+    ``stem`` names the fields (``tls_`` of a node, ``receiver_tls_`` of our receiver); a client
+    must say whom it trusts, a server may take any peer.
+    """
 
     def name(key: str) -> str:  # environment variables are named in capitals
         return f"{prefix}{key.upper()}" if prefix.startswith(ENV_PREFIX) else f"{prefix}{key}"
 
-    if (node.tls_cert or node.tls_key) and not node.tls_ca:
-        raise ConfigError(name("tls_ca"), source, "required with tls_cert/tls_key (whom to trust)")
-    if bool(node.tls_cert) != bool(node.tls_key):
-        raise ConfigError(name("tls_key"), source, "tls_cert and tls_key go together")
-    for key in ("tls_ca", "tls_cert", "tls_key"):
-        value = getattr(node, key)
+    ca, cert, key = (f"{stem}{part}" for part in ("ca", "cert", "key"))
+    if client and (getattr(settings, cert) or getattr(settings, key)) and not getattr(settings, ca):
+        raise ConfigError(name(ca), source, f"required with {cert}/{key} (whom to trust)")
+    if bool(getattr(settings, cert)) != bool(getattr(settings, key)):
+        raise ConfigError(name(key), source, f"{cert} and {key} go together")
+    if not client and getattr(settings, ca) and not getattr(settings, cert):
+        raise ConfigError(name(cert), source, f"required with {ca} (a TLS server needs its certificate)")
+    for field_name in (ca, cert, key):
+        value = getattr(settings, field_name)
         if value and not Path(value).expanduser().is_file():
-            raise ConfigError(name(key), source, f"no such file: {value}")
+            raise ConfigError(name(field_name), source, f"no such file: {value}")
 
 
 def _env_layer(config: Config, env: Mapping[str, str]) -> Config:
@@ -303,4 +315,5 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
     config = _env_layer(config, env)
     if config.nodes and config.default_node not in {n.name for n in config.nodes}:
         raise ConfigError("default_node", config.source, f"no node named {config.default_node!r}")
+    _check_tls(config, config.source, "", stem="receiver_tls_", client=False)
     return config

@@ -57,6 +57,7 @@ class OrthancServer:
         dicomweb: bool = True,
         tcp_nodelay: bool = True,
         startup_timeout: float = 30.0,
+        dicom_tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.ae_title = ae_title
@@ -69,6 +70,8 @@ class OrthancServer:
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._session = requests.Session()
+        # DICOM TLS on its DICOM port and to its modalities: (certificate, key, trusted CAs).
+        self.dicom_tls = dicom_tls
 
     @property
     def url(self) -> str:
@@ -120,6 +123,15 @@ class OrthancServer:
             "Plugins": [str(DICOMWEB_PLUGIN)] if self.dicomweb else [],
             "DicomWeb": {"Enable": self.dicomweb, "Root": "/dicom-web/"},
         }
+        if self.dicom_tls is not None:
+            cert, key, trusted = self.dicom_tls
+            config.update(
+                DicomTlsEnabled=True,
+                DicomTlsCertificate=str(cert),
+                DicomTlsPrivateKey=str(key),
+                DicomTlsTrustedCertificates=str(trusted),
+                DicomTlsRemoteCertificateRequired=True,
+            )
         return config
 
     def start(self) -> OrthancServer:
@@ -185,12 +197,12 @@ class OrthancServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def add_modality(self, ae_title: str, host: str, port: int) -> None:
-        """Tell Orthanc about a C-MOVE destination (or a peer allowed to query)."""
+    def add_modality(self, ae_title: str, host: str, port: int, tls: bool = False) -> None:
+        """Tell Orthanc about a C-MOVE destination (or a peer allowed to query); ``tls``: over DICOM TLS."""
         self.modalities[ae_title] = (host, port)
         response = self._session.put(
             f"{self.url}/modalities/{ae_title.lower()}",
-            json={"AET": ae_title, "Host": host, "Port": port},
+            json={"AET": ae_title, "Host": host, "Port": port, "UseDicomTls": tls},
             timeout=10,
         )
         response.raise_for_status()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -288,8 +289,24 @@ class RetrieveSession:
             )
 
 
+def receiver_tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server TLS context of our receiver (None without ``receiver_tls_cert``).
+
+    With ``receiver_tls_ca`` a sender must show a certificate that CA signed.
+    """
+    if not config.receiver_tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=config.receiver_tls_ca or None)
+    context.load_cert_chain(config.receiver_tls_cert, config.receiver_tls_key)
+    if config.receiver_tls_ca:
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 class Receiver:
     """Our Storage SCP: receives the instances a C-MOVE sends to our AE title.
+
+    Over DICOM TLS when ``config.receiver_tls_cert`` is set (see :func:`receiver_tls_context`).
 
     Parameters
     ----------
@@ -397,7 +414,10 @@ class Receiver:
         ]
         try:
             self._server = ae.start_server(
-                (self.host, self.requested_port), block=False, evt_handlers=handlers
+                (self.host, self.requested_port),
+                block=False,
+                evt_handlers=handlers,
+                ssl_context=receiver_tls_context(self.config),
             )
         except OSError as exc:
             raise ReceiverUnavailable(self.host, self.requested_port, str(exc)) from exc

@@ -157,3 +157,17 @@ def test_tls_from_the_environment_is_checked_too(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file") as caught:
         load_config(env=env)
     assert caught.value.key == "PACSLAB_NODE_SECURE_TLS_CA"
+
+
+def test_receiver_tls_settings_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "me.pem").write_text("PEM")
+    path = tmp_path / "config.toml"
+    path.write_text(f'receiver_tls_cert = "{tmp_path}/me.pem"\n')
+    with pytest.raises(ConfigError, match="go together") as caught:
+        load_config(env={"PACSLAB_CONFIG": str(path)})
+    assert caught.value.key == "receiver_tls_key"
+    path.write_text(f'receiver_tls_ca = "{tmp_path}/me.pem"\n')
+    with pytest.raises(ConfigError, match="needs its certificate"):
+        load_config(env={"PACSLAB_CONFIG": str(path)})
+    path.write_text(f'receiver_tls_cert = "{tmp_path}/me.pem"\nreceiver_tls_key = "{tmp_path}/me.pem"\n')
+    assert load_config(env={"PACSLAB_CONFIG": str(path)}).receiver_tls_cert == f"{tmp_path}/me.pem"

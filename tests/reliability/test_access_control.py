@@ -31,6 +31,7 @@ from pacslab.pacs.association import VERIFICATION
 from pacslab.pacs.dicomweb import DicomwebClient
 from pacslab.pacs.dimse import DimseClient
 from pacslab.pacs.embedded import EmbeddedPacs
+from pacslab.pacs.orthanc import OrthancServer
 from pacslab.pacs.receiver import Receiver
 from tests.reliability.certificates import Authority, Certificate, client_context, server_context
 from tests.reliability.conftest import Figures, free_port
@@ -242,6 +243,61 @@ def test_dicomweb_over_https_trusts_only_the_configured_authority(
     figures("DICOMweb over HTTPS: refused without the right certificates", refusals)
     assert len(found) == 3
     assert refusals == dict.fromkeys(refusals, "TlsFailed")
+
+
+def test_c_move_from_a_tls_orthanc_reaches_our_receiver_over_tls(
+    tmp_path: Path, authorities: tuple[Authority, Authority], figures: Figures
+) -> None:
+    site, stranger = authorities
+    pacs_cert, mine, outsider = site.issue("orthanc-dicom"), site.issue("pacslab-move"), stranger.issue("x")
+    files = tmp_path / "files"
+    files.mkdir()
+    slices = series(3, rows=8, cols=8)
+    for i, ds in enumerate(slices):
+        (files / f"{i}.dcm").write_bytes(encode(ds))
+    port = free_port()
+    tls = {"tls_ca": str(site.cert), "tls_cert": str(mine.cert), "tls_key": str(mine.key)}
+    try:
+        with OrthancServer(
+            tmp_path / "orthanc", dicom_tls=(pacs_cert.cert, pacs_cert.key, site.cert)
+        ) as orthanc:
+            orthanc.upload(sorted(files.iterdir()))
+            orthanc.add_modality("PACSLAB_TLS", "127.0.0.1", port, tls=True)
+            node = replace(orthanc.node, **tls)
+            config = Config(
+                ae_title="PACSLAB_TLS",
+                receiver_port=port,
+                receiver_tls_cert=str(mine.cert),
+                receiver_tls_key=str(mine.key),
+                receiver_tls_ca=str(site.cert),
+                nodes=(node,),
+                default_node=node.name,
+                timeouts=Timeouts(5, 10, 30, 30),
+            )
+            got: list[ReceivedInstance] = []
+            result = DimseClient(node, config).retrieve_series(
+                str(slices[0].StudyInstanceUID), str(slices[0].SeriesInstanceUID), on_instance=got.append,
+                method="c-move",
+            )  # fmt: skip
+            attempts = {
+                "plain TCP": _associates(port, "PACSLAB_TLS", "ORTHANC", context=CTImageStorage),
+                "TLS with a stranger's certificate": _associates(
+                    port,
+                    "PACSLAB_TLS",
+                    "ORTHANC",
+                    (client_context(site, outsider), "127.0.0.1"),
+                    CTImageStorage,
+                ),
+            }
+    finally:
+        Receiver.stop_shared()
+    figures(
+        "our receiver over DICOM TLS: unauthorised senders refused",
+        f"{sum(not v for v in attempts.values())} of 2",
+    )
+    assert result.status == "success"
+    assert sorted(r.sop_instance_uid for r in got) == sorted(str(ds.SOPInstanceUID) for ds in slices)
+    assert not any(attempts.values()), attempts
 
 
 def test_dcmtk_echoscu_reaches_the_embedded_pacs_over_tls(
