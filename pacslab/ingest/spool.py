@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+from pacslab.store.writeback import fsync_path
+
 __all__ = ["LOCK_NAME", "Spool", "abandoned_spools"]
 
 LOCK_NAME = ".session.lock"
@@ -81,18 +83,10 @@ class Spool:
                 return
         for path in pending:
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fsync_path(path)
             except FileNotFoundError:
                 continue  # claimed away or removed: nothing of ours to keep
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(self.folder)
 
     def new_path(self) -> Path:
         """A fresh file name in the spool (for writers that stream themselves)."""

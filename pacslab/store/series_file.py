@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from pacslab.store.errors import SeriesFileError, SliceIndexError
 from pacslab.store.geometry import SlicePlan
 from pacslab.store.records import utc_now
 from pacslab.store.slices import SeriesMeta, SliceReadError, SliceSource
-from pacslab.store.writeback import start_writeback
+from pacslab.store.writeback import fsync_path, start_writeback
 
 __all__ = [
     "ENCODING",
@@ -217,11 +216,7 @@ def write_series_file(
         attrs["written"] = utc_now()
         f.flush()
     # The rename that publishes the file must never land before its bytes.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(path)
     return SeriesContent(
         n_slices=n,
         rows=rows,

@@ -1,4 +1,4 @@
-"""Start writing a file's dirty pages to disk early, so the fsync that publishes it waits less.
+"""Getting files to disk: start writing a file's dirty pages early, and fsync by path.
 
 Linux's ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` queues writeback without waiting for it;
 called every few slices while a series file is written, the disk works while the next slices
@@ -8,10 +8,12 @@ are decoded. Elsewhere this does nothing and the final fsync does all the work.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["start_writeback"]
+__all__ = ["fsync_path", "start_writeback"]
 
 _SYNC_FILE_RANGE_WRITE = 2
 
@@ -35,3 +37,12 @@ def start_writeback(fd: int) -> None:
     """Queue the file's dirty pages for writing (errors surface at the later fsync)."""
     if _sync_file_range is not None:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file, or a folder (so that the names of files created in it survive a crash)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

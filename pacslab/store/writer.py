@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pacslab.store.geometry import plan_slices
 from pacslab.store.locks import series_key, series_lock
 from pacslab.store.series_file import SeriesFile, existing_sources, write_series_file
 from pacslab.store.slices import SeriesMeta, SliceSource
+from pacslab.store.writeback import fsync_path
 
 __all__ = ["WriteOutcome", "is_disk_full", "series_file_name", "write_series"]
 
@@ -60,14 +60,6 @@ def series_file_name(series_uid: str, version: int) -> str:
     """Store-relative path of one version of a series file (never built from the UID itself)."""
     key = series_key(series_uid)
     return f"series/{key[:2]}/{key}.v{version}.h5"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _estimate_bytes(sources: Sequence[SliceSource], n_planes: int, n_channels: int, dtype: str) -> int:
@@ -134,7 +126,7 @@ def write_series(
             try:
                 content = write_series_file(tmp, meta, merged, plan, dtype, on_slice)
                 tmp.replace(final)
-                _fsync_dir(series_dir)
+                fsync_path(series_dir)
             except BaseException as error:
                 tmp.unlink(missing_ok=True)
                 catalog.abort_write(uid, previous)
