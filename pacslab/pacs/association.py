@@ -157,13 +157,13 @@ def lean_connection(event: evt.Event, fast_loop: bool = False, tcp_nodelay: bool
     association's network timeout and be no longer than :data:`MAX_PDU_ACCEPTED`.
     """
     assoc = event.assoc
-    sock = getattr(assoc.dul.socket, "socket", None)
+    holder = assoc.dul.socket
+    sock = holder.socket if holder is not None else None
     if sock is not None and tcp_nodelay:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # the peer may already have closed it
             LOGGER.debug("could not set TCP_NODELAY", exc_info=True)
-    holder = assoc.dul.socket
     if holder is not None and sock is not None:
         _BoundedSocket.adopt(holder, assoc.network_timeout)
     if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
