@@ -53,7 +53,6 @@ from pynetdicom._handlers import (
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import code_to_category
-from pynetdicom.transport import AssociationSocket
 
 from pacslab.config import Config, PacsNode
 from pacslab.pacs.errors import (
@@ -64,6 +63,7 @@ from pacslab.pacs.errors import (
     PacsUnreachable,
     TlsFailed,
 )
+from pacslab.pacs.upper_layer import MAX_PDU, MAX_PDU_ACCEPTED, PduTooLong, adopt
 
 __all__ = [
     "COMPRESSED_TRANSFER_SYNTAXES",
@@ -125,12 +125,6 @@ DEFAULT_STORAGE_CLASSES: tuple[str, ...] = (
     SegmentationStorage,
 )
 MAX_CONTEXTS = 128
-# Largest PDU we accept: fewer, larger PDUs cost pynetdicom less per byte.
-MAX_PDU = 1 << 20
-# Longest PDU we read from a peer: ours is MAX_PDU, some peers round theirs up; beyond this a
-# length field is corrupt or hostile, and reading it would hold gigabytes.
-MAX_PDU_ACCEPTED = 16 * MAX_PDU
-_RECV_CHUNK = 1 << 16
 # Poll interval of pynetdicom's network reactor during transfers (its default, 1 ms,
 # adds up to two such waits per instance on a fast link).
 TRANSFER_LOOP_DELAY = 0.0001
@@ -151,10 +145,9 @@ def lean_connection(event: evt.Event, fast_loop: bool = False, tcp_nodelay: bool
     reads the log, so they are unbound unless the ``pynetdicom`` logger shows INFO.
     ``tcp_nodelay=False`` exists only to measure what TCP_NODELAY is worth.
 
-    pynetdicom's ``connect()`` leaves the socket without a timeout and reads a PDU until all
-    of it has arrived, so a peer that stalls or trickles inside a PDU, or announces a PDU of
-    gigabytes, would hold the association forever. Each PDU must now arrive within the
-    association's network timeout and be no longer than :data:`MAX_PDU_ACCEPTED`.
+    The association is then put under :mod:`pacslab.pacs.upper_layer`: each PDU must arrive
+    within the association's network timeout and be no longer than :data:`MAX_PDU_ACCEPTED`,
+    and P-DATA-TF PDUs go straight to the DIMSE layer once the association is established.
     """
     assoc = event.assoc
     holder = assoc.dul.socket
@@ -164,91 +157,13 @@ def lean_connection(event: evt.Event, fast_loop: bool = False, tcp_nodelay: bool
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # the peer may already have closed it
             LOGGER.debug("could not set TCP_NODELAY", exc_info=True)
-    if holder is not None and sock is not None:
-        _BoundedSocket.adopt(holder, assoc.network_timeout)
+    adopt(assoc, assoc.network_timeout)
     if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
         for event_type, handler in _STANDARD_LOG_HANDLERS:
             with contextlib.suppress(ValueError, KeyError):  # not bound on this association
                 assoc.unbind(event_type, handler)
     if fast_loop:
         assoc.dul._run_loop_delay = TRANSFER_LOOP_DELAY
-
-
-class PduTooLong(OSError):
-    """A peer announced a PDU longer than we accept (pynetdicom turns it into a closed connection)."""
-
-
-class _BoundedSocket(AssociationSocket):
-    """pynetdicom's association socket, reading each PDU within a deadline and a length limit.
-
-    pynetdicom calls ``recv`` twice per PDU (header, then body) once ``ready`` says so; an
-    ``OSError`` there closes the connection (Evt17), which ends the call with a named error.
-    Over TLS a readable socket may hold no application data (TLS 1.3 sends session tickets
-    after the handshake): ``ready`` reads ahead without blocking, so the reactor never waits in
-    ``recv`` while its own A-ASSOCIATE-RQ is still unsent.
-    """
-
-    pdu_timeout: float | None
-    read_ahead: bytearray
-
-    @classmethod
-    def adopt(cls, assoc_socket: AssociationSocket, timeout: float | None) -> None:
-        assoc_socket.__class__ = cls
-        assert isinstance(assoc_socket, _BoundedSocket)
-        assoc_socket.pdu_timeout = timeout
-        assoc_socket.read_ahead = bytearray()
-        if assoc_socket.socket is not None:
-            # Sends too: a peer that stops reading cannot block us forever.
-            assoc_socket.socket.settimeout(timeout)
-
-    @property
-    def ready(self) -> bool:
-        if self.read_ahead:
-            return True
-        if not super().ready:
-            return False
-        sock = self.socket
-        if not isinstance(sock, ssl.SSLSocket):
-            return True
-        try:
-            sock.settimeout(0.0)
-            chunk = sock.recv(_RECV_CHUNK)
-        except ssl.SSLWantReadError:
-            return False
-        except OSError:
-            return True  # recv meets the error again and reports it
-        finally:
-            with contextlib.suppress(OSError):
-                sock.settimeout(self.pdu_timeout)
-        self.read_ahead += chunk
-        return True  # data, or b"" for a closed connection, which recv reports
-
-    def recv(self, nr_bytes: int) -> bytearray:
-        if nr_bytes > MAX_PDU_ACCEPTED:
-            raise PduTooLong(f"the peer announced a PDU of {nr_bytes} bytes; at most {MAX_PDU_ACCEPTED}")
-        data = self.read_ahead[:nr_bytes]
-        del self.read_ahead[:nr_bytes]
-        sock = self.socket
-        if sock is None or len(data) == nr_bytes:
-            return data
-        timeout = self.pdu_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while len(data) < nr_bytes:
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError(f"{len(data)} of {nr_bytes} bytes of a PDU in {timeout} s")
-                    sock.settimeout(left)
-                chunk = sock.recv(min(nr_bytes - len(data), _RECV_CHUNK))
-                if not chunk:  # closed: pynetdicom reports the short PDU
-                    break
-                data += chunk
-        finally:
-            if deadline is not None:
-                with contextlib.suppress(OSError):
-                    sock.settimeout(timeout)
-        return data
 
 
 @contextlib.contextmanager

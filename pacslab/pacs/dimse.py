@@ -66,7 +66,9 @@ from pacslab.pacs.errors import (
     RetrieveFailed,
     RetrieveIncomplete,
 )
+from pacslab.pacs.operations import send_request
 from pacslab.pacs.receiver import Receiver, RetrieveSession, instance_from_store_event
+from pacslab.pacs.upper_layer import serve_stores
 
 __all__ = ["DimseClient"]
 
@@ -233,7 +235,7 @@ class DimseClient(QueryRetrieveBase):
         answers: list[Dataset] = []
         truncated = cancelled = False
         last = time.monotonic()
-        for status, ident in assoc.send_c_find(identifier, model, msg_id=msg_id):
+        for status, ident in send_request(assoc, "C-FIND", identifier, model, msg_id):
             if "Status" not in status:
                 raise self._lost(assoc, "C-FIND", last)
             last = time.monotonic()
@@ -459,8 +461,9 @@ class DimseClient(QueryRetrieveBase):
                 "C-GET (storage as SCP)",
                 list(classes_offered),
             )
+        serve_stores(assoc, session.deliver_encoded)
         msg_id = _next_msg_id()
-        responses = assoc.send_c_get(request.identifier(), model, msg_id=msg_id)
+        responses = send_request(assoc, "C-GET", request.identifier(), model, msg_id)
         return self._finish(
             assoc, session, request, "C-GET", responses, msg_id, model, cancel_event, messages
         )
@@ -492,7 +495,9 @@ class DimseClient(QueryRetrieveBase):
             if accepted_uid(assoc, model) is None:
                 assoc.release()
                 raise NoAcceptedContext(self.node.host, self.node.port, "C-MOVE", [model])
-            responses = assoc.send_c_move(request.identifier(), self.config.ae_title, model, msg_id=msg_id)
+            responses = send_request(
+                assoc, "C-MOVE", request.identifier(), model, msg_id, move_destination=self.config.ae_title
+            )
             return self._finish(
                 assoc, session, request, "C-MOVE", responses, msg_id, model, cancel_event, messages, receiver
             )

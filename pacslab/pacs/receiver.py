@@ -186,6 +186,12 @@ class RetrieveSession:
         self._queue.put(instance)
         return STATUS_SUCCESS
 
+    def deliver_encoded(
+        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, data: bytes
+    ) -> int:
+        """:meth:`deliver` for an instance as it arrived in a C-STORE request (a ``StoreHandler``)."""
+        return self.deliver(ReceivedInstance(sop_class_uid, sop_instance_uid, transfer_syntax_uid, data))
+
     def _work(self) -> None:
         while True:
             instance = self._queue.get()
