@@ -461,7 +461,7 @@ class DimseClient(QueryRetrieveBase):
                 "C-GET (storage as SCP)",
                 list(classes_offered),
             )
-        serve_stores(assoc, session.deliver_encoded)
+        serve_stores(assoc, session.deliver_request)
         msg_id = _next_msg_id()
         responses = send_request(assoc, "C-GET", request.identifier(), model, msg_id)
         return self._finish(

@@ -32,6 +32,7 @@ from pacslab.pacs.client import (
     RetrieveResult,
 )
 from pacslab.pacs.errors import PacsError
+from pacslab.pacs.upper_layer import StoreRequest, serve_stores
 
 __all__ = ["Receiver", "ReceiverUnavailable", "RetrieveSession", "instance_from_store_event"]
 
@@ -186,11 +187,13 @@ class RetrieveSession:
         self._queue.put(instance)
         return STATUS_SUCCESS
 
-    def deliver_encoded(
-        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, data: bytes
-    ) -> int:
+    def deliver_request(self, request: StoreRequest) -> int:
         """:meth:`deliver` for an instance as it arrived in a C-STORE request (a ``StoreHandler``)."""
-        return self.deliver(ReceivedInstance(sop_class_uid, sop_instance_uid, transfer_syntax_uid, data))
+        return self.deliver(
+            ReceivedInstance(
+                request.sop_class_uid, request.sop_instance_uid, request.transfer_syntax_uid, request.data
+            )
+        )
 
     def _work(self) -> None:
         while True:
@@ -453,6 +456,7 @@ class Receiver:
 
     def _on_open(self, event: evt.Event) -> None:
         lean_connection(event, fast_loop=True)
+        serve_stores(event.assoc, self._store_request)
 
     def _on_requested(self, event: evt.Event) -> None:
         """Abort an association request from a host not allowed (AE titles are checked by
@@ -463,12 +467,11 @@ class Receiver:
                 LOGGER.warning("refused an association from %s (not an allowed host)", peer)
                 event.assoc.abort()
 
-    def _session_for(self, request: Any, sop_instance_uid: str) -> RetrieveSession | None:
+    def _session_for(self, move_originator_id: int | None, sop_instance_uid: str) -> RetrieveSession | None:
         with self._lock:
             sessions = dict(self._sessions)
-        origin = request.MoveOriginatorMessageID
-        if origin is not None and origin in sessions:
-            return sessions[origin]
+        if move_originator_id is not None and move_originator_id in sessions:
+            return sessions[move_originator_id]
         for session in sessions.values():
             if session.wants(sop_instance_uid):
                 return session
@@ -476,12 +479,26 @@ class Receiver:
             return next(iter(sessions.values()))
         return None
 
-    def _on_store(self, event: evt.Event) -> int:
-        request = cast(C_STORE, event.request)
-        sop_instance_uid = str(request.AffectedSOPInstanceUID)
-        session = self._session_for(request, sop_instance_uid)
+    def _store_request(self, request: StoreRequest) -> int:
+        """Hand an instance to the retrieve waiting for it (a ``StoreHandler``)."""
+        session = self._session_for(request.move_originator_message_id, request.sop_instance_uid)
         if session is None:
             self.unsolicited += 1
-            LOGGER.warning("refused instance %s: no retrieve is waiting for it", sop_instance_uid)
+            LOGGER.warning("refused instance %s: no retrieve is waiting for it", request.sop_instance_uid)
             return STATUS_NOT_AUTHORISED
-        return session.deliver(instance_from_store_event(event))
+        return session.deliver_request(request)
+
+    def _on_store(self, event: evt.Event) -> int:
+        """``EVT_C_STORE``, for what pynetdicom still reads itself (its PDU log at INFO)."""
+        request = cast(C_STORE, event.request)
+        instance = instance_from_store_event(event)
+        origin = request.MoveOriginatorMessageID
+        return self._store_request(
+            StoreRequest(
+                instance.sop_class_uid,
+                instance.sop_instance_uid,
+                instance.transfer_syntax_uid,
+                instance.data,
+                None if origin is None else int(origin),
+            )
+        )

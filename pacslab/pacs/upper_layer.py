@@ -40,12 +40,25 @@ __all__ = [
     "LeanUpperLayer",
     "PduTooLong",
     "StoreHandler",
+    "StoreRequest",
     "adopt",
     "serve_stores",
 ]
 
-# (SOP Class UID, SOP Instance UID, transfer syntax UID, encoded data set) -> C-STORE status.
-StoreHandler = Callable[[str, str, str, bytes], int]
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """A C-STORE request as it arrived: the data set stays encoded."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    data: bytes
+    move_originator_message_id: int | None = None
+
+
+# Takes a C-STORE request, returns the status to answer with.
+StoreHandler = Callable[[StoreRequest], int]
 STATUS_CANNOT_UNDERSTAND = 0xC211  # what pynetdicom answers when a C-STORE handler raises
 
 LOGGER = logging.getLogger(__name__)
@@ -314,7 +327,14 @@ class LeanUpperLayer(DULServiceProvider):
         sop_instance = commands.uid(elements, commands.AFFECTED_SOP_INSTANCE_UID)
         transfer_syntax = str(self.assoc._accepted_cx[context_id].transfer_syntax[0])
         try:
-            status = self.store_handler(sop_class, sop_instance, transfer_syntax, data)
+            request = StoreRequest(
+                sop_class,
+                sop_instance,
+                transfer_syntax,
+                data,
+                commands.unsigned_short(elements, commands.MOVE_ORIGINATOR_MESSAGE_ID),
+            )
+            status = self.store_handler(request)
         except Exception:
             LOGGER.exception("the C-STORE handler failed for %s", sop_instance)
             status = STATUS_CANNOT_UNDERSTAND
