@@ -14,7 +14,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import os
 import threading
 import time
 import traceback
@@ -78,27 +77,34 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _processor_version_here(name: str) -> str | None:
-    """Runs on each worker: the version of ``name`` it has, or None."""
+def _worker_view(name: str, paths: list[str]) -> tuple[str | None, list[bool]]:
+    """Runs on each worker: the version of processor ``name`` it has (or None), and which
+    of ``paths`` (the series files) it can see."""
     from pacslab.processing import registry as worker_registry
 
-    return worker_registry.get(name).version if name in worker_registry else None
+    version = worker_registry.get(name).version if name in worker_registry else None
+    return version, [Path(path).exists() for path in paths]
 
 
-def _check_workers_have(client: Client, proc: Processor) -> None:
+def _ask_workers(client: Client, proc: Processor, paths: list[str]) -> dict[str, list[bool]]:
+    """Check every worker has ``proc``; return, by worker, which of ``paths`` it sees.
+
+    One call to the workers for both: each call is a round trip before the first batch starts.
+    """
     try:
-        found: dict[str, str | None] = client.run(_processor_version_here, proc.name)
+        found: dict[str, tuple[str | None, list[bool]]] = client.run(_worker_view, proc.name, paths)
     except ModuleNotFoundError as exc:
         raise ProcessorNotOnWorkersError(
             f"the workers cannot import pacslab ({exc}); install pacslab in the workers' environment"
         ) from exc
-    wrong = {w: v for w, v in found.items() if v != proc.version}
+    wrong = {w: v for w, (v, _seen) in found.items() if v != proc.version}
     if wrong:
         listing = ", ".join(f"{w} has {v or 'nothing'}" for w, v in sorted(wrong.items()))
         raise ProcessorNotOnWorkersError(
             f"processor {proc.name!r} version {proc.version} is missing on workers ({listing}); "
             "register it with dask_cluster.register_processors(client) (dask_cluster.connect does this)"
         )
+    return {w: seen for w, (_v, seen) in found.items()}
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,8 @@ class Job:
         self._lock = threading.Lock()
         self._cancel_requested = threading.Event()
         self._wake = threading.Event()
+        # The driver sleeps on this (as_completed's own condition) until a result or cancel().
+        self._arrivals: threading.Condition | None = None
         self._finished = threading.Event()
         self._status: JobStatus = "queued"
         self._error: JobError | None = None
@@ -229,6 +237,10 @@ class Job:
         except Exception as exc:  # the scheduler may be gone; local state still stops the job
             log.warning("could not tell the scheduler to cancel job %s: %s", self.job_id, exc)
         self._wake.set()
+        arrivals = self._arrivals
+        if arrivals is not None:
+            with arrivals:
+                arrivals.notify_all()
         if wait:
             self._finished.wait(timeout)
 
@@ -337,7 +349,11 @@ class Job:
         return future
 
     def _submit(self, ac: Any) -> None:
-        window = max(2, 2 * self._threads)
+        # Two batches per worker thread keep each busy while the next result travels; until
+        # the first batch has timed the processor, one small probe per thread (more probes
+        # would only add tasks: the first result plans the rest).
+        probing = self._seconds_per_slice is None and not self._fixed_batch_size
+        window = self._threads if probing else max(2, 2 * self._threads)
         while len(self._in_flight) < window:
             with self._lock:
                 if self._cancel_requested.is_set():
@@ -382,7 +398,12 @@ class Job:
                 self._priority.appendleft((spec, True))
                 return
             if result.indices:
-                per_slice = result.seconds / len(result.indices)
+                # The smaller of wall and CPU time: on a machine busy with other work the wall
+                # time grows, and planning from it would make more, smaller batches, each of
+                # which costs the scheduler the same. A processor that waits (I/O) or uses
+                # several threads is timed by the wall clock.
+                busy = min(result.seconds, result.cpu_seconds) if result.cpu_seconds > 0 else result.seconds
+                per_slice = busy / len(result.indices)
                 old = self._seconds_per_slice
                 # Follow faster batches at once and slower ones slowly: a worker's first batch
                 # pays for imports, and a too-small estimate only makes batches longer.
@@ -457,13 +478,16 @@ class Job:
 
         status: JobStatus = "running"
         self._status = "running"
-        self._record("running")
         self._sink.start()
         self._sink.emit(force=True)
         watch: dict[str, float | None] = {"no_workers_since": None}
         last_watch = time.monotonic()
         ac = as_completed([], loop=self.client.loop, with_results=True, raise_errors=False)
+        self._arrivals = ac.thread_condition
         try:
+            # The catalog learns the job runs once the first batches are on their way.
+            self._submit(ac)
+            self._record("running")
             while True:
                 if self._sink.error is not None:
                     raise JobError(f"writing results failed: {self._sink.error!r}") from self._sink.error
@@ -477,7 +501,11 @@ class Job:
                     for future, outcome in ac.next_batch(block=False):
                         self._handle(future, outcome)
                     continue
-                self._wake.wait(POLL_S)
+                # Woken by the next result at once: a worker's next batch is planned from it,
+                # and the job ends as soon as its last result is in.
+                with ac.thread_condition:
+                    if not ac.has_ready() and not self._wake.is_set():
+                        ac.thread_condition.wait(POLL_S)
                 self._wake.clear()
                 if time.monotonic() - last_watch > WATCH_INTERVAL_S:
                     last_watch = time.monotonic()
@@ -648,7 +676,8 @@ def run_job(
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     infos = [store.series(uid) for uid in series_uids]
-    _check_workers_have(client, proc)
+    paths = [str(store.series_path(info.series_uid)) for info in infos]
+    seen_by = _ask_workers(client, proc, paths)
     job_id = job_id_for(proc.name, proc.version, checked, list(series_uids))
     job_dir = Path(store.jobs_dir) / job_id
     created = _now()
@@ -656,7 +685,7 @@ def run_job(
     work: list[_SeriesWork] = []
     already_done = 0
     try:
-        for info in infos:
+        for k, info in enumerate(infos):
             uid = info.series_uid
             path = job_dir / f"{uid}.h5"
             lock = ResultLock(path)
@@ -677,7 +706,9 @@ def run_job(
             else:
                 done = np.zeros(info.n_slices, dtype=bool)
             already_done += int(done.sum())
-            work.append(_series_work(client, store, info, proc, channel, done))
+            # Ship pixels only when no worker sees the store (workers elsewhere).
+            ship = bool(seen_by) and not any(seen[k] for seen in seen_by.values())
+            work.append(_series_work(info, paths[k], proc, channel, done, ship))
     except BaseException:
         for target in targets.values():
             if target.writer is not None:
@@ -710,7 +741,7 @@ def run_job(
 
 
 def _series_work(
-    client: Client, store: _Store, info: Any, proc: Processor, channel: int, done: np.ndarray
+    info: Any, path: str, proc: Processor, channel: int, done: np.ndarray, ship: bool
 ) -> _SeriesWork:
     n_channels = max(1, len(getattr(info, "channels", ("",)) or ("",)))
     channels = tuple(range(n_channels)) if proc.input == "channels" else (channel,)
@@ -718,7 +749,6 @@ def _series_work(
         raise ValueError(
             f"series {info.series_uid} has {n_channels} channel(s); channel {channel} does not exist"
         )
-    path = str(store.series_path(info.series_uid))
     source = SeriesInput(
         series_uid=info.series_uid,
         path=path,
@@ -726,8 +756,6 @@ def _series_work(
         channels=channels,
         pixel_spacing=(float(info.pixel_spacing[0]), float(info.pixel_spacing[1])),
     )
-    seen = client.run(os.path.exists, path)
-    ship = bool(seen) and not any(seen.values())
     pending = deque(int(i) for i in np.flatnonzero(~done))
     bytes_per_slice = (
         4

@@ -11,6 +11,8 @@ deletes it. Workers elsewhere, and small outputs, send the values as before.
 from __future__ import annotations
 
 import contextlib
+import math
+import mmap
 import os
 import shutil
 import tempfile
@@ -26,6 +28,7 @@ __all__ = ["SPOOL_MIN_BYTES", "SpooledOutput", "create_spool", "remove_spool", "
 # Smaller outputs ride with the batch result: a file costs more than sending them.
 SPOOL_MIN_BYTES = 64 * 2**10
 _PREFIX = "pacslab-spool-"
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux only
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,22 @@ class SpooledOutput:
     shape: tuple[int, ...]
 
     def load(self) -> np.ndarray:
-        """The array, mapped from its file (read-only, no copy)."""
-        return np.memmap(self.path, dtype=np.dtype(self.dtype), mode="r", shape=self.shape)
+        """The array, mapped from its file (read-only, no copy).
+
+        Raises
+        ------
+        OSError
+            The file is missing or shorter than the array (its worker died writing it).
+        """
+        dtype = np.dtype(self.dtype)
+        size = dtype.itemsize * math.prod(self.shape)
+        with Path(self.path).open("rb") as handle:
+            if os.fstat(handle.fileno()).st_size != size:
+                raise OSError(f"{self.path} does not hold {size} bytes")
+            # All pages mapped in one call: faulting them in one by one cost the writer
+            # about as much as writing them to the result file.
+            mapped = mmap.mmap(handle.fileno(), size, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
+        return np.frombuffer(mapped, dtype=dtype).reshape(self.shape)
 
     def discard(self) -> None:
         """Delete the file (a mapping still open keeps its pages until it is dropped)."""

@@ -64,6 +64,7 @@ class BatchResult:
     outputs: list[tuple[int, Any]] = field(default_factory=list)
     failures: list[tuple[int, str]] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     cancelled: bool = False
     needs_pixels: bool = False
 
@@ -144,7 +145,7 @@ def process_batch(spec: BatchSpec, pixels: Pixels | None = None) -> BatchResult:
         result.cancelled = True
         return result
     # Timed from here: reading and processing, what grows with the number of slices.
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if pixels is None and not Path(spec.series.path).exists():
         # This worker cannot see the store (another machine): the client ships the pixels.
         result.needs_pixels = True
@@ -162,19 +163,25 @@ def process_batch(spec: BatchSpec, pixels: Pixels | None = None) -> BatchResult:
         stack = _read(spec, wanted, pixels)
     except Exception:
         # Reading the whole batch failed: read slice by slice so only the bad ones fail.
-        return _per_slice(spec, proc, result, start, pixels)
+        return _per_slice(spec, proc, result, (start, cpu), pixels)
     position = {index: k for k, index in enumerate(wanted)}
     for index, uid in zip(spec.indices, spec.sop_instance_uids, strict=True):
         if _cancel_requested(spec.cancel_mark):
             result.cancelled = True
             break
         _run_one(spec, proc, index, uid, _input_for(index, stack, position, proc.input, n, nb), result)
-    result.seconds = time.perf_counter() - start
+    _timed(result, (start, cpu))
     return result
 
 
+def _timed(result: BatchResult, started: tuple[float, float]) -> None:
+    """Record the batch's wall time and its worker process's CPU time since ``started``."""
+    result.seconds = time.perf_counter() - started[0]
+    result.cpu_seconds = time.process_time() - started[1]
+
+
 def _per_slice(
-    spec: BatchSpec, proc: Any, result: BatchResult, start: float, pixels: Pixels | None
+    spec: BatchSpec, proc: Any, result: BatchResult, started: tuple[float, float], pixels: Pixels | None
 ) -> BatchResult:
     n = spec.series.n_slices
     nb = proc.neighbours if proc.input == "neighbours" else 0
@@ -187,7 +194,7 @@ def _per_slice(
             continue
         position = {i: k for k, i in enumerate(wanted)}
         _run_one(spec, proc, index, uid, _input_for(index, stack, position, proc.input, n, nb), result)
-    result.seconds = time.perf_counter() - start
+    _timed(result, started)
     return result
 
 

@@ -17,7 +17,7 @@ def test_slow_slices_get_batches_of_about_the_target_duration() -> None:
 
 
 def test_fast_slices_are_capped_so_every_thread_gets_several_batches() -> None:
-    assert plan_batch_size(0.001, remaining=1000, threads=2, bytes_per_slice=100) == 167
+    assert plan_batch_size(0.001, remaining=1000, threads=2, bytes_per_slice=100) == 250
 
 
 def test_work_shorter_than_a_round_trip_goes_in_one_batch() -> None:
