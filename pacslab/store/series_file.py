@@ -1,10 +1,13 @@
 """The HDF5 series file: written whole by the one writer, read by viewers and workers.
 
-Layout (``format_version`` 1, ``encoding`` ``"pacslab.series"``):
+Layout (``format_version`` 2, ``encoding`` ``"pacslab.series"``):
 
 ``/pixels``
-    ``(n, rows, cols)`` or ``(n, rows, cols, channels)`` in the stored dtype, one uncompressed
-    chunk per slice, so a slice is one contiguous read.
+    ``(n, rows, cols)`` or ``(n, rows, cols, channels)`` in the stored dtype, one chunk per
+    slice, compressed losslessly with HDF5 filter 32001 (Blosc: LZ4 after a byte shuffle,
+    named in the ``pixel_compression`` attribute). Other HDF5 readers need the filter, which
+    ``import hdf5plugin`` registers. Format 1 files, still read, hold the same layout
+    uncompressed.
 ``/headers``
     ``(n, image_channels)`` DICOM JSON of each plane (bulk data left out); ``""`` where a
     channel is missing.
@@ -15,6 +18,11 @@ Layout (``format_version`` 1, ``encoding`` ``"pacslab.series"``):
 
 Attributes hold the series facts: UIDs, geometry, rescale, window presets, channel names,
 geometry warnings, the writer's version and the time written.
+
+The writer compresses each slice itself (numcodecs' Blosc, the C library the HDF5 filter wraps,
+giving the same bytes) and writes it as the chunk; the reader reads the chunk and decompresses
+it straight into the result. Both skip HDF5's filter pipeline and chunk cache, which cost as
+much again as the decompression.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import hdf5plugin
 import numpy as np
+from numcodecs import blosc
 
 from pacslab.store.catalog import SeriesContent
 from pacslab.store.errors import SeriesFileError, SliceIndexError
@@ -45,8 +55,21 @@ __all__ = [
     "write_series_file",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ENCODING = "pacslab.series"
+# A slice is read far more often than written. LZ4 after a byte shuffle (high bytes apart from
+# low bytes) halves CT and decompresses a 512x512 slice in about 0.13 ms, so a read from a cold
+# page cache moves half the bytes for little CPU. Bit shuffle, zstd and zlib shrink it a further
+# fifth to quarter but decompress 2.5 to 25 times slower: more time than the disk saves.
+PIXEL_COMPRESSION = "blosc:lz4:shuffle"
+_BLOSC_LEVEL = 5
+_PIXEL_FILTER = hdf5plugin.Blosc(cname="lz4", clevel=_BLOSC_LEVEL, shuffle=hdf5plugin.Blosc.SHUFFLE)
+_BLOSC_HEADER = 16
+# One slice is two Blosc blocks: handing them to Blosc's thread pool (its default on the main
+# thread) costs more than it saves, and far more on a busy machine. Other threads already run
+# without the pool; a choice the user made stays.
+if blosc.use_threads is None:
+    blosc.use_threads = False
 # Queue written slices for the disk every this many slices (see pacslab.store.writeback).
 WRITEBACK_EVERY = 8
 _STR = h5py.string_dtype("utf-8")
@@ -75,6 +98,23 @@ def _pixels_of(source: SliceSource, dtype: np.dtype[Any], shape: tuple[int, ...]
             raise SliceReadError(source, ValueError(f"decoded dtype {arr.dtype} cannot be stored as {dtype}"))
         arr = arr.astype(dtype)
     return np.ascontiguousarray(arr)
+
+
+def _compressible(plane_bytes: int) -> bool:
+    # Blosc takes buffers below 2 GiB; a larger slice (none a DICOM ingest lets through) is
+    # stored uncompressed rather than refused.
+    return plane_bytes <= blosc.MAX_BUFFERSIZE
+
+
+def _plane_writer(pixels: h5py.Dataset, compressed: bool) -> Callable[[int, np.ndarray], None]:
+    """Write one whole slice as its chunk, Blosc-compressed when the dataset has the filter."""
+    origin = (0,) * (pixels.ndim - 1)
+
+    def write(index: int, plane: np.ndarray) -> None:
+        chunk = blosc.compress(plane, b"lz4", _BLOSC_LEVEL, blosc.SHUFFLE) if compressed else plane
+        pixels.id.write_direct_chunk((index, *origin), chunk)
+
+    return write
 
 
 def write_series_file(
@@ -116,11 +156,17 @@ def write_series_file(
     auto_window = not meta.window_presets and samples == 1
     low, high = math.inf, -math.inf
 
+    compressed = _compressible(math.prod(plane_shape) * stored_dtype.itemsize)
     with h5py.File(path, "w", libver="latest") as f:
         pixels = f.create_dataset(
-            "pixels", shape=(n, *plane_shape), dtype=stored_dtype, chunks=(1, *plane_shape), fillvalue=0
+            "pixels",
+            shape=(n, *plane_shape),
+            dtype=stored_dtype,
+            chunks=(1, *plane_shape),
+            fillvalue=0,
+            **(_PIXEL_FILTER if compressed else {}),
         )
-        origin = (0,) * (1 + len(plane_shape))
+        write_plane = _plane_writer(pixels, compressed)
         fd = int(f.id.get_vfd_handle())
         buffer = np.zeros(plane_shape, dtype=stored_dtype) if n_image > 1 else None
         for k, plane in enumerate(plan.planes):
@@ -141,7 +187,7 @@ def write_series_file(
                 if buffer is not None:
                     buffer[..., c] = arr
                 else:
-                    pixels.id.write_direct_chunk((k, *origin[1:]), arr)
+                    write_plane(k, arr)
                 if auto_window and c == 0 and arr.size:
                     low = min(low, float(arr.min()) * source.rescale_slope + source.rescale_intercept)
                     high = max(high, float(arr.max()) * source.rescale_slope + source.rescale_intercept)
@@ -167,7 +213,7 @@ def write_series_file(
                     )
                 )
             if buffer is not None:
-                pixels.id.write_direct_chunk((k, *origin[1:]), buffer)
+                write_plane(k, buffer)
             if k % WRITEBACK_EVERY == WRITEBACK_EVERY - 1:
                 start_writeback(fd)
             if on_slice is not None:
@@ -197,6 +243,7 @@ def write_series_file(
         attrs = f.attrs
         attrs["encoding"] = ENCODING
         attrs["format_version"] = FORMAT_VERSION
+        attrs["pixel_compression"] = PIXEL_COMPRESSION if compressed else ""
         attrs["series_uid"] = meta.series_uid
         attrs["study_uid"] = meta.study_uid
         attrs["modality"] = meta.modality
@@ -263,8 +310,13 @@ class SeriesFile:
             self.image_channels: tuple[str, ...] = tuple(json.loads(attrs["image_channels"]))
             self.slopes = np.asarray(self.file["rescale_slope"][()])
             self.intercepts = np.asarray(self.file["rescale_intercept"][()])
-            # Uncompressed, one chunk per slice: read the chunk's bytes straight into the result.
-            self._direct = self.pixels.chunks == (1, *self.shape[1:]) and not self.pixels.compression
+            # One chunk per slice, uncompressed (format 1) or Blosc alone: read the chunk and
+            # copy or decompress it straight into the result.
+            plist = self.pixels.id.get_create_plist()
+            filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+            one_chunk = self.pixels.chunks == (1, *self.shape[1:])
+            self._direct = one_chunk and not filters
+            self._blosc = one_chunk and filters == [hdf5plugin.BLOSC_ID]
         except KeyError as error:
             self.file.close()
             raise SeriesFileError(f"series file {self.path} lacks {error}; re-ingest the series") from error
@@ -308,7 +360,33 @@ class SeriesFile:
             origin = (index,) + (0,) * (len(self.shape) - 1)
             self.pixels.id.read_direct_chunk(origin, out=out.reshape(-1).view(np.uint8))
             return out
+        if self._blosc:
+            out = np.empty(self.shape[1:], dtype=self.dtype)
+            origin = (index,) + (0,) * (len(self.shape) - 1)
+            skipped, chunk = self.pixels.id.read_direct_chunk(origin)
+            # A set filter mask means HDF5 itself stored this chunk raw; let it read it.
+            if not skipped:
+                self._decompress(index, chunk, out)
+                return out
         return np.asarray(self.pixels[index])
+
+    def _decompress(self, index: int, chunk: bytes, out: np.ndarray) -> None:
+        # Blosc's header holds the decompressed and compressed sizes (bytes 4-8 and 12-16);
+        # checking them first keeps a damaged chunk from being read past its end.
+        sizes = (-1, -1)
+        if len(chunk) >= _BLOSC_HEADER:
+            sizes = (int.from_bytes(chunk[4:8], "little"), int.from_bytes(chunk[12:16], "little"))
+        if sizes != (out.nbytes, len(chunk)):
+            raise SeriesFileError(
+                f"slice {index} of {self.path} is damaged (its chunk holds {sizes[0]} bytes of "
+                f"{out.nbytes}); ingest the series again to rebuild it"
+            )
+        try:
+            blosc.decompress(chunk, out)
+        except RuntimeError as error:
+            raise SeriesFileError(
+                f"slice {index} of {self.path} is damaged ({error}); ingest the series again to rebuild it"
+            ) from error
 
     def read(self, index: int, channel: int | str = 0) -> np.ndarray:
         """One channel (by position or name) of one slice, ``(rows, cols)``."""

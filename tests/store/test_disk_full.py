@@ -72,7 +72,8 @@ def test_file_size_limit_hits_mid_write(tmp_path: Path) -> None:
     root = tmp_path / "store"
     first = mr_series(tmp_path / "mr")
     ingest_paths(SliceStore(root), first)
-    big = write_ct(tmp_path / "ct", n=24, size=128)
+    # 3 MiB of pixels: about 1.5 MiB compressed, still well past the 512 KiB limit.
+    big = write_ct(tmp_path / "ct", n=24, size=256)
     with Worker(root, big, "--fsize", str(512 * 1024)) as worker:
         result = worker.finish()
     assert result.startswith("error StoreFull"), result
