@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pydicom import Dataset
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 
 from pacslab.store import SeriesMeta
@@ -55,38 +55,98 @@ class HeaderLike(Protocol):
     def __contains__(self, key: str) -> bool: ...
 
 
+class _Known:
+    """One distinct encoded element: its value converted by pydicom, and its JSON text."""
+
+    __slots__ = ("element", "text")
+
+    def __init__(self, element: DataElement | None, text: str | None) -> None:
+        self.element = element
+        self.text = text
+
+
+_Bucket = dict[tuple[Any, ...], _Known]
+
+
+def _ambiguous(tag: int) -> bool:
+    """Whether pydicom picks this tag's VR from other elements when the file does not say it."""
+    found = _AMBIGUOUS.get(tag)
+    if found is None:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            vr = "UN"
+        found = _AMBIGUOUS[tag] = " or " in vr
+    return found
+
+
+_AMBIGUOUS: dict[int, bool] = {}
+# What the conversion of a sequence read without VRs may depend on, beyond its own bytes.
+_SQ_CONTEXT = (0x00280100, 0x00280103)
+
+
+def _element_key(tag: int, raw: Any, raw_elements: dict[int, RawDataElement]) -> tuple[Any, ...] | None:
+    """What pydicom's conversion of an encoded element depends on (with the charset and
+    encoding of the dataset), or None if it must be converted afresh each time."""
+    if type(raw) is not RawDataElement:
+        return None
+    vr = raw.VR
+    if vr is not None and vr != "UN":
+        return (tag, vr, raw.value)
+    # Without an explicit VR pydicom looks the VR up: for a private tag under its creator,
+    # for a few public tags from other elements (not cached), for a sequence with its items.
+    if tag >> 16 & 1:
+        creator = raw_elements.get(tag & 0xFFFF0000 | (tag & 0xFF00) >> 8) if tag & 0xFF00 else None
+        return (tag, vr, raw.value, creator.value if creator is not None else None)
+    if _ambiguous(tag):
+        return None
+    context = tuple(getattr(raw_elements.get(t), "value", None) for t in _SQ_CONTEXT)
+    return (tag, vr, raw.value, context)
+
+
 class HeaderView:
-    """Attribute values of one dataset, converted once per distinct encoded value.
+    """Attribute values of one dataset, converted once per distinct encoded element.
 
     pydicom converts an element's bytes on first access; across the slices of a series the
     same bytes recur, so their converted values are shared (values are never modified).
+    Sequences are always read from the dataset itself.
     """
 
-    def __init__(
-        self, ds: Dataset, raw_elements: dict[int, RawDataElement], cache: dict[tuple[Any, ...], Any]
-    ) -> None:
+    def __init__(self, ds: Dataset, raw_elements: dict[int, RawDataElement], bucket: _Bucket) -> None:
         self._ds = ds
         self._raw = raw_elements
-        self._cache = cache
-        charset = raw_elements.get(0x00080005)
-        self._charset = charset.value if charset is not None else None
+        self._bucket = bucket
+        # Freshly read, every element is still encoded: one missing here is missing.
+        self._complete = len(raw_elements) == len(ds)
 
     def get(self, key: str, default: Any = None) -> Any:
         tag = _TAGS.get(key)
         if tag is None:
             tag = _TAGS[key] = tag_for_keyword(key)
         raw = self._raw.get(tag) if tag is not None else None
-        if raw is None or raw.VR == "SQ" or not isinstance(raw.value, bytes):
+        if raw is None:
+            return default if self._complete and tag is not None else self._ds.get(key, default)
+        if raw.VR == "SQ":
             return self._ds.get(key, default)
-        cache_key = ("value", tag, raw.VR, raw.value, raw.is_little_endian, raw.is_implicit_VR, self._charset)
-        try:
-            return self._cache[cache_key]
-        except KeyError:
-            value = self._ds.get(key, default)
-            self._cache[cache_key] = value
-            return value
+        cache_key = _element_key(cast(int, tag), raw, self._raw)
+        if cache_key is None:
+            return self._ds.get(key, default)
+        known = self._bucket.get(cache_key)
+        if known is None or known.element is None:
+            element = self._ds[cast(int, tag)]
+            if element.VR == "SQ":
+                return element.value
+            if known is None:
+                self._bucket[cache_key] = _Known(element, None)
+            else:
+                known.element = element
+            return element.value
+        return known.element.value
 
     def __contains__(self, key: str) -> bool:
+        tag = _TAGS.get(key)
+        if tag is not None and self._complete:
+            return tag in self._raw
         return key in self._ds
 
 
@@ -94,23 +154,32 @@ _TAGS: dict[str, int | None] = {}
 
 
 class HeaderJson:
-    """DICOM JSON of datasets, reusing the JSON of elements already seen.
+    """DICOM JSON of datasets, reusing what was converted for elements already seen.
 
     The slices of a series repeat most of their header byte for byte, so each distinct raw
-    element is converted by pydicom once and its JSON text reused; the result is the same
-    text pydicom's ``to_json_dict`` gives.
+    element is converted by pydicom once and its value and JSON text reused; the result is
+    the same text pydicom's ``to_json_dict`` gives.
     """
 
     def __init__(self, max_entries: int = 200_000) -> None:
-        self._cache: dict[tuple[Any, ...], dict[tuple[Any, ...], str]] = {}
-        self._values: dict[tuple[Any, ...], Any] = {}
+        self._buckets: dict[tuple[Any, ...], _Bucket] = {}
         self._max = max_entries
+
+    def _bucket(self, ds: Dataset, raw_elements: dict[int, RawDataElement]) -> _Bucket:
+        """The elements known under the character set and encoding of ``ds``."""
+        charset = raw_elements.get(0x00080005)
+        context = (
+            charset.value if charset is not None else repr(ds.get("SpecificCharacterSet")),
+            ds.original_encoding,
+        )
+        bucket = self._buckets.get(context)
+        if bucket is None or len(bucket) > self._max:
+            bucket = self._buckets[context] = {}
+        return bucket
 
     def view(self, ds: Dataset, raw_elements: dict[int, RawDataElement]) -> HeaderView:
         """Cached attribute access to ``ds`` (see :class:`HeaderView`)."""
-        if len(self._values) > self._max:
-            self._values.clear()
-        return HeaderView(ds, raw_elements, self._values)
+        return HeaderView(ds, raw_elements, self._bucket(ds, raw_elements))
 
     @staticmethod
     def snapshot(ds: Dataset) -> dict[int, RawDataElement]:
@@ -124,14 +193,7 @@ class HeaderJson:
         encoded bytes even after pydicom has converted them; pass None if ``ds`` was modified.
         """
         raw_elements = raw_elements or {}
-        charset = raw_elements.get(0x00080005)
-        context = (
-            charset.value if charset is not None else repr(ds.get("SpecificCharacterSet")),
-            ds.original_encoding,
-        )
-        bucket = self._cache.get(context)
-        if bucket is None or len(bucket) > self._max:
-            bucket = self._cache[context] = {}
+        bucket = self._bucket(ds, raw_elements)
         if len(raw_elements) == len(ds):
             items: Any = raw_elements.items()
         else:
@@ -139,19 +201,20 @@ class HeaderJson:
             items = ((int(tag), raw_elements.get(int(tag)) or ds.get_item(tag)) for tag in tags)
         out: dict[int, str] = {}
         for tag, raw in items:
-            key: tuple[Any, ...] | None = None
-            if isinstance(raw, RawDataElement) and raw.VR != "SQ" and isinstance(raw.value, bytes):
-                key = (tag, raw.VR, raw.value)
-                text = bucket.get(key)
-                if text is not None:
-                    out[tag] = text
-                    continue
+            key = _element_key(tag, raw, raw_elements)
+            known = bucket.get(key) if key is not None else None
+            if known is not None and known.text is not None:
+                out[tag] = known.text
+                continue
             element = ds[tag]
             text = f'"{tag:08X}":' + json.dumps(
                 element.to_json_dict(bulk_data_element_handler=_bulk, bulk_data_threshold=BULK_DATA_THRESHOLD)
             )
-            if key is not None:
-                bucket[key] = text
+            if known is not None:
+                known.text = text
+            elif key is not None:
+                # A sequence's value is not shared (its items belong to this dataset).
+                bucket[key] = _Known(element if element.VR != "SQ" else None, text)
             out[tag] = text
         return out
 
@@ -169,8 +232,8 @@ class HeaderJson:
     ) -> list[str]:
         """One header per frame: the shared elements plus only that frame's functional groups."""
         fragments = self.fragments(ds, raw_elements)
-        groups = ds.get("PerFrameFunctionalGroupsSequence")
-        if PER_FRAME_TAG not in fragments or groups is None or len(groups) != n_frames:
+        groups = ds.get("PerFrameFunctionalGroupsSequence") if PER_FRAME_TAG in fragments else None
+        if groups is None or len(groups) != n_frames:
             text = self.join(fragments)
             return [text] * n_frames
         base = {tag: text for tag, text in fragments.items() if tag != PER_FRAME_TAG}
