@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
-from pydicom import Dataset
+from pydicom import Dataset, config
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 
@@ -102,6 +103,44 @@ def _element_key(tag: int, raw: Any, raw_elements: dict[int, RawDataElement]) ->
         return None
     context = tuple(getattr(raw_elements.get(t), "value", None) for t in _SQ_CONTEXT)
     return (tag, vr, raw.value, context)
+
+
+# Values whose DICOM JSON is plain: one UID, or integer or decimal strings without oddities
+# (no empty, padded-inside, over-long or non-finite parts). These change from slice to slice
+# (SOPInstanceUID, InstanceNumber, ImagePositionPatient, SliceLocation); anything else, and
+# these under other settings, is left to pydicom.
+_PLAIN = {
+    "UI": re.compile(rb"[0-9.]{1,64}\x00?"),
+    "IS": re.compile(rb"[+-]?[0-9]{1,11}(\\[+-]?[0-9]{1,11})* ?"),
+    "DS": re.compile(rb"[+-]?[0-9]{1,14}(\.[0-9]{0,14})?(\\[+-]?[0-9]{1,14}(\.[0-9]{0,14})?)* ?"),
+}
+_MAX_PART = {"IS": 12, "DS": 16}
+
+
+def _plain_json(tag: int, raw: RawDataElement) -> str | None:
+    """DICOM JSON text of an element whose value converts trivially, without pydicom's
+    element machinery, or None; equal to what ``to_json_dict`` gives (see the tests)."""
+    vr = raw.VR
+    if vr is None:
+        return None
+    pattern = _PLAIN.get(vr)
+    value = raw.value
+    if pattern is None or not value or pattern.fullmatch(value) is None:
+        return None
+    if config.settings.reading_validation_mode == config.RAISE:
+        return None  # pydicom may refuse the value
+    if config.use_DS_decimal or config.use_DS_numpy or config.use_IS_numpy:
+        return None
+    text = value.decode("ascii").rstrip(" \x00")
+    if vr == "UI":
+        if text.startswith(".") or text.endswith(".") or ".." in text:
+            return None  # pydicom would warn about it: let it
+        return f'"{tag:08X}":' + json.dumps({"vr": "UI", "Value": [text]})
+    parts = text.split("\\")
+    if any(len(part) > _MAX_PART[vr] for part in parts):
+        return None
+    number = int if vr == "IS" else float
+    return f'"{tag:08X}":' + json.dumps({"vr": vr, "Value": [number(part) for part in parts]})
 
 
 class HeaderView:
@@ -205,6 +244,14 @@ class HeaderJson:
             known = bucket.get(key) if key is not None else None
             if known is not None and known.text is not None:
                 out[tag] = known.text
+                continue
+            plain = _plain_json(tag, raw) if type(raw) is RawDataElement else None
+            if plain is not None:
+                if known is not None:
+                    known.text = plain
+                elif key is not None:
+                    bucket[key] = _Known(None, plain)
+                out[tag] = plain
                 continue
             element = ds[tag]
             text = f'"{tag:08X}":' + json.dumps(

@@ -106,3 +106,76 @@ def test_each_slice_keeps_its_own_values(tmp_path: Path) -> None:
         assert scanned.sources[0].sop_instance_uid == ds.SOPInstanceUID
         assert scanned.sources[0].position == tuple(float(v) for v in ds.ImagePositionPatient)
         assert scanned.sources[0].instance_number == ds.InstanceNumber
+
+
+PLAIN_VALUES = {
+    "UI": [
+        b"1.2.840.10008.5.1.4.1.1.2",
+        b"1.2.3\x00",
+        b"1.02.3\x00",
+        b"1..2",
+        b".1",
+        b"1.2 ",
+        b"1\\2",
+        b"9" * 65,
+    ],
+    "IS": [
+        b"1",
+        b"-12 ",
+        b"+7",
+        b"007",
+        b"1\\2\\-3 ",
+        b"12345678901",
+        b"123456789012",
+        b" 1",
+        b"1.0",
+        b"1\\\\2",
+    ],
+    "DS": [
+        b"-0.75",
+        b"-126.0\\-126.0\\0.75 ",
+        b"1.",
+        b"+1.5",
+        b"1234567890.12345",
+        b"1234567890.123456",
+        b"1e3",
+        b".5",
+        b"nan",
+        b"1\\",
+        b"0.1\\0.2\\0.30000000000000004",
+    ],
+}
+
+
+@pytest.mark.parametrize(("vr", "value"), [(vr, v) for vr, vs in PLAIN_VALUES.items() for v in vs])
+def test_plain_values_give_pydicoms_json(vr: str, value: bytes) -> None:
+    """Slice-varying values skip pydicom's element machinery only where the JSON is the same."""
+    from pydicom.dataelem import RawDataElement, convert_raw_data_element
+    from pydicom.tag import BaseTag
+
+    from pacslab.ingest.headers import _plain_json
+
+    tag = {"UI": 0x00080018, "IS": 0x00200013, "DS": 0x00200032}[vr]
+    raw = RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True)
+    ours = _plain_json(tag, raw)
+    if ours is None:
+        return  # left to pydicom
+    with quiet_pydicom():
+        element = convert_raw_data_element(raw)
+    assert json.loads("{" + ours + "}") == {f"{tag:08X}": element.to_json_dict(None, 1024)}
+
+
+def test_typical_slice_values_take_the_plain_path() -> None:
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+
+    from pacslab.ingest.headers import _plain_json
+
+    for vr, value in (
+        ("UI", b"1.2.840.10008.5.1.4.1.1.2\x00"),
+        ("IS", b"12"),
+        ("DS", b"-126.0\\-126.0\\0.75"),
+    ):
+        assert _plain_json(
+            0x00200032, RawDataElement(BaseTag(0x00200032), vr, len(value), value, 0, False, True)
+        )
