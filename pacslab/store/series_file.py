@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,8 @@ _BLOSC_HEADER = 16
 # without the pool; a choice the user made stays.
 if blosc.use_threads is None:
     blosc.use_threads = False
+# Slices compressed ahead of the one being written (each holds one slice in memory).
+COMPRESS_AHEAD = 2
 # Queue written slices for the disk every this many slices (see pacslab.store.writeback).
 WRITEBACK_EVERY = 8
 _STR = h5py.string_dtype("utf-8")
@@ -106,15 +110,46 @@ def _compressible(plane_bytes: int) -> bool:
     return plane_bytes <= blosc.MAX_BUFFERSIZE
 
 
-def _plane_writer(pixels: h5py.Dataset, compressed: bool) -> Callable[[int, np.ndarray], None]:
-    """Write one whole slice as its chunk, Blosc-compressed when the dataset has the filter."""
-    origin = (0,) * (pixels.ndim - 1)
+def _compress(plane: np.ndarray) -> bytes:
+    return bytes(blosc.compress(plane, b"lz4", _BLOSC_LEVEL, blosc.SHUFFLE))
 
-    def write(index: int, plane: np.ndarray) -> None:
-        chunk = blosc.compress(plane, b"lz4", _BLOSC_LEVEL, blosc.SHUFFLE) if compressed else plane
-        pixels.id.write_direct_chunk((index, *origin), chunk)
 
-    return write
+class _ChunkWriter:
+    """Writes whole slices as their chunks, in order, Blosc-compressed when ``compressed``.
+
+    Compression runs on a second thread (Blosc releases the GIL) while the writer reads the
+    next slice, so it adds little to an ingest's time where a second core is free.
+    """
+
+    def __init__(self, pixels: h5py.Dataset, compressed: bool) -> None:
+        self._pixels = pixels
+        self._origin = (0,) * (pixels.ndim - 1)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pacslab-compress") if compressed else None
+        self._pending: deque[tuple[int, Future[bytes]]] = deque()
+
+    def write(self, index: int, plane: np.ndarray) -> None:
+        """Queue ``plane`` (left unchanged from here on) as slice ``index``."""
+        if self._pool is None:
+            self._pixels.id.write_direct_chunk((index, *self._origin), plane)
+            return
+        self._pending.append((index, self._pool.submit(_compress, plane)))
+        while len(self._pending) > COMPRESS_AHEAD:
+            self._write_oldest()
+
+    def _write_oldest(self) -> None:
+        index, future = self._pending.popleft()
+        self._pixels.id.write_direct_chunk((index, *self._origin), future.result())
+
+    def __enter__(self) -> _ChunkWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            while kind is None and self._pending:
+                self._write_oldest()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
 
 
 def write_series_file(
@@ -166,58 +201,57 @@ def write_series_file(
             fillvalue=0,
             **(_PIXEL_FILTER if compressed else {}),
         )
-        write_plane = _plane_writer(pixels, compressed)
         fd = int(f.id.get_vfd_handle())
-        buffer = np.zeros(plane_shape, dtype=stored_dtype) if n_image > 1 else None
-        for k, plane in enumerate(plan.planes):
-            if buffer is not None:
-                buffer[...] = 0
-            for c, index in enumerate(plane):
-                if index is None:
-                    continue
-                source = sources[index]
-                if (source.rows, source.cols, source.samples) != (rows, cols, samples):
-                    raise SliceReadError(
-                        source,
-                        ValueError(
-                            f"{source.rows}x{source.cols} image does not match the series' {rows}x{cols}"
-                        ),
+        with _ChunkWriter(pixels, compressed) as chunks:
+            for k, plane in enumerate(plan.planes):
+                # A new buffer per plane: the chunk writer may still be compressing the last one.
+                buffer = np.zeros(plane_shape, dtype=stored_dtype) if n_image > 1 else None
+                for c, index in enumerate(plane):
+                    if index is None:
+                        continue
+                    source = sources[index]
+                    if (source.rows, source.cols, source.samples) != (rows, cols, samples):
+                        raise SliceReadError(
+                            source,
+                            ValueError(
+                                f"{source.rows}x{source.cols} image does not match the series' {rows}x{cols}"
+                            ),
+                        )
+                    arr = _pixels_of(source, stored_dtype, source_shape)
+                    if buffer is not None:
+                        buffer[..., c] = arr
+                    else:
+                        chunks.write(k, arr)
+                    if auto_window and c == 0 and arr.size:
+                        low = min(low, float(arr.min()) * source.rescale_slope + source.rescale_intercept)
+                        high = max(high, float(arr.max()) * source.rescale_slope + source.rescale_intercept)
+                    headers[k, c] = source.header_json
+                    uids[k, c] = source.sop_instance_uid
+                    frames[k, c] = source.frame
+                    numbers[k, c] = -1 if source.instance_number is None else source.instance_number
+                    slopes[k, c] = source.rescale_slope
+                    intercepts[k, c] = source.rescale_intercept
+                    if source.orientation is not None:
+                        orientations[k, c] = source.orientation
+                    if source.position is not None and np.isnan(positions[k, 0]):
+                        positions[k] = source.position
+                    instances.append(
+                        (
+                            k,
+                            c,
+                            source.sop_instance_uid,
+                            source.frame,
+                            source.sop_class_uid,
+                            source.instance_number,
+                            plan.positions[k],
+                        )
                     )
-                arr = _pixels_of(source, stored_dtype, source_shape)
                 if buffer is not None:
-                    buffer[..., c] = arr
-                else:
-                    write_plane(k, arr)
-                if auto_window and c == 0 and arr.size:
-                    low = min(low, float(arr.min()) * source.rescale_slope + source.rescale_intercept)
-                    high = max(high, float(arr.max()) * source.rescale_slope + source.rescale_intercept)
-                headers[k, c] = source.header_json
-                uids[k, c] = source.sop_instance_uid
-                frames[k, c] = source.frame
-                numbers[k, c] = -1 if source.instance_number is None else source.instance_number
-                slopes[k, c] = source.rescale_slope
-                intercepts[k, c] = source.rescale_intercept
-                if source.orientation is not None:
-                    orientations[k, c] = source.orientation
-                if source.position is not None and np.isnan(positions[k, 0]):
-                    positions[k] = source.position
-                instances.append(
-                    (
-                        k,
-                        c,
-                        source.sop_instance_uid,
-                        source.frame,
-                        source.sop_class_uid,
-                        source.instance_number,
-                        plan.positions[k],
-                    )
-                )
-            if buffer is not None:
-                write_plane(k, buffer)
-            if k % WRITEBACK_EVERY == WRITEBACK_EVERY - 1:
-                start_writeback(fd)
-            if on_slice is not None:
-                on_slice(k + 1, n)
+                    chunks.write(k, buffer)
+                if k % WRITEBACK_EVERY == WRITEBACK_EVERY - 1:
+                    start_writeback(fd)
+                if on_slice is not None:
+                    on_slice(k + 1, n)
 
         f.create_dataset("headers", data=headers, dtype=_STR)
         f.create_dataset("sop_instance_uids", data=uids, dtype=_STR)
