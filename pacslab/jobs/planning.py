@@ -59,7 +59,8 @@ def plan_batch_size(
     ----------
     seconds_per_slice
         Measured processing time of one slice on a worker; ``None`` before the first
-        batch returns, which plans a 2-slice probe.
+        batch returns: then the batch is a share of what is left (such batches carry a
+        time budget, see :data:`TARGET_BATCH_SECONDS`, so a slow processor returns early).
     remaining
         Slices not yet submitted, over all series of the job.
     threads
@@ -74,12 +75,12 @@ def plan_batch_size(
     """
     if remaining <= 0:
         return 1
-    if seconds_per_slice is None:
-        return max(1, min(2, remaining))
-    per_slice = max(seconds_per_slice, 1e-6)
-    by_time = math.ceil(target_seconds / per_slice)
     by_balance = math.ceil(remaining / (max(threads, 1) * batches_per_thread))
     by_bytes = max(1, max_bytes // max(bytes_per_slice, 1))
+    if seconds_per_slice is None:
+        return max(1, min(by_balance, by_bytes, remaining))
+    per_slice = max(seconds_per_slice, 1e-6)
+    by_time = math.ceil(target_seconds / per_slice)
     floor = min(math.ceil(MIN_BATCH_SECONDS / per_slice), by_bytes)
     return max(1, min(max(min(by_time, by_balance), floor), by_bytes, remaining))
 

@@ -33,7 +33,7 @@ from pacslab.jobs.errors import (
     SchedulerLostError,
     StoreNotReadableError,
 )
-from pacslab.jobs.planning import job_id_for, needed_indices, plan_batch_size
+from pacslab.jobs.planning import TARGET_BATCH_SECONDS, job_id_for, needed_indices, plan_batch_size
 from pacslab.jobs.progress import JobProgress, JobStatus, JobSummary, ProgressTracker, TextProgressBar
 from pacslab.jobs.spool import create_spool, remove_spool
 from pacslab.jobs.tasks import BatchResult, BatchSpec, SeriesInput, mark_cancelled, process_batch
@@ -311,10 +311,14 @@ class Job:
                 if self._seconds_per_slice is not None:
                     self._planned_sizes.append(size)
             indices = tuple(work.pending.popleft() for _ in range(min(size, len(work.pending))))
-            return self._spec(work, indices), work.ship
+            # Until a batch has timed the processor, batches stop at the target duration and
+            # hand back the slices they did not start: no probe tasks of a few slices, which
+            # cost the scheduler as much as full ones, and no long first batch of a slow one.
+            untimed = self._seconds_per_slice is None and not self._fixed_batch_size
+            return self._spec(work, indices, TARGET_BATCH_SECONDS if untimed else 0.0), work.ship
         return None
 
-    def _spec(self, work: _SeriesWork, indices: tuple[int, ...]) -> BatchSpec:
+    def _spec(self, work: _SeriesWork, indices: tuple[int, ...], seconds_budget: float = 0.0) -> BatchSpec:
         uids = work.info.sop_instance_uids
         return BatchSpec(
             series=work.source,
@@ -326,6 +330,7 @@ class Job:
             retries=self._retries,
             cancel_mark=self._cancel_mark,
             spool=str(self._spool),
+            seconds_budget=seconds_budget,
         )
 
     def _shipped_pixels(self, spec: BatchSpec) -> Future:
@@ -349,11 +354,10 @@ class Job:
         return future
 
     def _submit(self, ac: Any) -> None:
-        # Two batches per worker thread keep each busy while the next result travels; until
-        # the first batch has timed the processor, one small probe per thread (more probes
-        # would only add tasks: the first result plans the rest).
-        probing = self._seconds_per_slice is None and not self._fixed_batch_size
-        window = self._threads if probing else max(2, 2 * self._threads)
+        # Two batches per worker thread keep each busy while the next result travels (also
+        # the first small probes: with one, a worker would wait a round trip for its next
+        # batch, 60 ms and more on a busy machine).
+        window = max(2, 2 * self._threads)
         while len(self._in_flight) < window:
             with self._lock:
                 if self._cancel_requested.is_set():
@@ -397,13 +401,16 @@ class Job:
             if result.needs_pixels:
                 self._priority.appendleft((spec, True))
                 return
-            if result.indices:
+            if result.unprocessed:
+                # Back to the front of the queue, in order, for batches planned from the timing.
+                self._work_of(spec).pending.extendleft(reversed(result.unprocessed))
+            if result.processed:
                 # The smaller of wall and CPU time: on a machine busy with other work the wall
                 # time grows, and planning from it would make more, smaller batches, each of
                 # which costs the scheduler the same. A processor that waits (I/O) or uses
                 # several threads is timed by the wall clock.
                 busy = min(result.seconds, result.cpu_seconds) if result.cpu_seconds > 0 else result.seconds
-                per_slice = busy / len(result.indices)
+                per_slice = busy / result.processed
                 old = self._seconds_per_slice
                 # Follow faster batches at once and slower ones slowly: a worker's first batch
                 # pays for imports, and a too-small estimate only makes batches longer.

@@ -52,6 +52,9 @@ class BatchSpec:
     retries: int = 2
     cancel_mark: str = ""
     spool: str = ""
+    # Stop starting slices after this many seconds (at least one slice runs); 0: no limit.
+    # Batches planned before the processor has been timed carry one.
+    seconds_budget: float = 0.0
 
 
 @dataclass
@@ -67,6 +70,13 @@ class BatchResult:
     cpu_seconds: float = 0.0
     cancelled: bool = False
     needs_pixels: bool = False
+    # Slices left unstarted when the batch's time budget ran out; the client plans them again.
+    unprocessed: tuple[int, ...] = ()
+
+    @property
+    def processed(self) -> int:
+        """Slices of the batch that ran (done or failed)."""
+        return len(self.indices) - len(self.unprocessed)
 
 
 def _worker_address() -> str:
@@ -165,13 +175,28 @@ def process_batch(spec: BatchSpec, pixels: Pixels | None = None) -> BatchResult:
         # Reading the whole batch failed: read slice by slice so only the bad ones fail.
         return _per_slice(spec, proc, result, (start, cpu), pixels)
     position = {index: k for k, index in enumerate(wanted)}
-    for index, uid in zip(spec.indices, spec.sop_instance_uids, strict=True):
+    for k, (index, uid) in enumerate(zip(spec.indices, spec.sop_instance_uids, strict=True)):
         if _cancel_requested(spec.cancel_mark):
             result.cancelled = True
+            break
+        if _over_budget(spec, k, (start, cpu)):
+            result.unprocessed = spec.indices[k:]
             break
         _run_one(spec, proc, index, uid, _input_for(index, stack, position, proc.input, n, nb), result)
     _timed(result, (start, cpu))
     return result
+
+
+def _over_budget(spec: BatchSpec, started_slices: int, started: tuple[float, float]) -> bool:
+    """True when the batch has run one slice or more and used up its time budget.
+
+    Spent time is the smaller of wall and CPU time, as the client plans: on a machine busy
+    with other work the wall clock alone would cut batches short and add tasks.
+    """
+    if spec.seconds_budget <= 0 or started_slices == 0:
+        return False
+    spent = min(time.perf_counter() - started[0], time.process_time() - started[1])
+    return spent >= spec.seconds_budget
 
 
 def _timed(result: BatchResult, started: tuple[float, float]) -> None:
@@ -185,7 +210,10 @@ def _per_slice(
 ) -> BatchResult:
     n = spec.series.n_slices
     nb = proc.neighbours if proc.input == "neighbours" else 0
-    for index, uid in zip(spec.indices, spec.sop_instance_uids, strict=True):
+    for k, (index, uid) in enumerate(zip(spec.indices, spec.sop_instance_uids, strict=True)):
+        if _over_budget(spec, k, started):
+            result.unprocessed = spec.indices[k:]
+            break
         wanted = needed_indices([index], nb, n)
         try:
             stack = _read(spec, wanted, pixels)

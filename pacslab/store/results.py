@@ -183,6 +183,15 @@ def _contiguous(items: Sequence[tuple[int, Any]]) -> list[tuple[int, list[Any]]]
     return runs
 
 
+def _write_rows(dataset: h5py.Dataset, start: int, values: np.ndarray) -> None:
+    """``dataset[start:start + len(values)] = values`` for a 1-D dataset, without h5py's
+    selection machinery (about a millisecond a call, twice per written batch)."""
+    rows = np.ascontiguousarray(values, dtype=dataset.dtype)
+    file_space = dataset.id.get_space()
+    file_space.select_hyperslab((start,), (len(rows),))
+    dataset.id.write(h5py.h5s.create_simple((len(rows),)), file_space, rows)
+
+
 class ResultLock:
     """Claim on a result file: while held, no other writer (in any process) may open it.
 
@@ -396,9 +405,9 @@ class ResultWriter:
             stop = start + len(values)
             # Counted with the done mark: data written but never marked done do not count.
             self._writes_cache[start:stop] += 1
-            self._writes[start:stop] = self._writes_cache[start:stop]
-            self._done[start:stop] = 1
+            _write_rows(self._writes, start, self._writes_cache[start:stop])
             self._done_cache[start:stop] = True
+            _write_rows(self._done, start, self._done_cache[start:stop])
             if self._failed_cache[start:stop].any():
                 self._failed[start:stop] = 0
                 self._failed_cache[start:stop] = False

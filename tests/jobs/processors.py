@@ -13,7 +13,7 @@ import numpy as np
 
 from pacslab.processing import Parameter, SliceContext, processor
 
-__all__ = ["crash_on", "flaky", "logged_copy"]
+__all__ = ["busy_copy", "crash_on", "flaky", "logged_copy"]
 
 
 @processor(
@@ -27,6 +27,15 @@ def logged_copy(pixels: np.ndarray, log_dir: str, cost_s: float, context: SliceC
         (Path(log_dir) / f"{context.index}.start").write_text(f"{time.time():.6f} {os.getpid()}")
     if cost_s:
         time.sleep(cost_s)  # stands for processing cost; nothing waits on it
+    return pixels.copy()
+
+
+@processor(name="test_busy_copy", version="1", params={"cost_s": Parameter(0.0, minimum=0.0)})
+def busy_copy(pixels: np.ndarray, cost_s: float) -> np.ndarray:
+    """Spend ``cost_s`` of CPU time, as a processor that computes does, and return the input."""
+    end = time.process_time() + cost_s
+    while time.process_time() < end:
+        pass
     return pixels.copy()
 
 

@@ -126,6 +126,19 @@ def test_a_thousand_tiny_slices_are_each_written_once_in_few_batches(
     assert (reader.write_counts() == 1).all()
 
 
+def test_slices_a_slow_first_batch_hands_back_are_each_done_once(client: Client, store: SliceStore) -> None:
+    # 0.26 s of CPU a slice: the first batches (a quarter of what is left, before any timing:
+    # 3, 3, 2, 2 slices) stop at their 0.5 s budget after two slices and hand the third back.
+    uid = put_series(store, "1.2.78", ct_planes(12, 16))
+    summary = run_job(client, store, "test_busy_copy", {"cost_s": 0.26}, [uid]).wait(120)
+    assert (summary.status, summary.done, summary.failed, summary.duplicates) == ("done", 12, 0, 0)
+    reader = ResultReader(summary.result_paths[uid])
+    assert (reader.write_counts() == 1).all()
+    hu = ct_planes(12, 16).astype(np.float32) - 1024
+    for index in range(12):
+        np.testing.assert_array_equal(reader.read(index), hu[index])
+
+
 def test_neighbours_and_channels_jobs(client: Client, store: SliceStore) -> None:
     planes = ct_planes(8, 16)
     uid = put_series(store, "1.2.55", planes)

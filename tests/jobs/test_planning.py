@@ -6,9 +6,11 @@ from pacslab.jobs import job_id_for, plan_batch_size
 from pacslab.jobs.planning import MAX_BATCH_BYTES, TARGET_BATCH_SECONDS, needed_indices
 
 
-def test_first_batches_are_small_probes() -> None:
-    assert plan_batch_size(None, remaining=1000, threads=2, bytes_per_slice=1000) == 2
+def test_before_any_timing_a_batch_is_a_share_of_what_is_left() -> None:
+    # Such batches carry a time budget (the runner sets it), so a slow processor returns early.
+    assert plan_batch_size(None, remaining=1000, threads=2, bytes_per_slice=1000) == 250
     assert plan_batch_size(None, remaining=1, threads=2, bytes_per_slice=1000) == 1
+    assert plan_batch_size(None, remaining=1000, threads=2, bytes_per_slice=MAX_BATCH_BYTES // 10) == 10
 
 
 def test_slow_slices_get_batches_of_about_the_target_duration() -> None:

@@ -80,6 +80,17 @@ def test_reading_the_store_applies_each_planes_rescale(store: SliceStore) -> Non
     np.testing.assert_allclose(np.angle(value), 1.0, rtol=1e-4)  # 2000 * 0.001 - 1 radians
 
 
+def test_a_batch_past_its_time_budget_starts_no_further_slice_and_hands_them_back(tmp_path: Path) -> None:
+    series = SeriesInput("1.2", str(tmp_path / "absent.h5"), n_slices=6)
+    spec = replace(spec_for(series, (1, 2, 3, 4), "sobel_edges", {}), seconds_budget=1e-9)
+    result = process_batch(spec, shipped(6))
+    # The first slice always runs, whatever the budget.
+    assert [i for i, _ in result.outputs] == [1]
+    assert (result.unprocessed, result.processed) == ((2, 3, 4), 1)
+    unlimited = process_batch(replace(spec, seconds_budget=0.0), shipped(6))
+    assert ([i for i, _ in unlimited.outputs], unlimited.unprocessed) == ([1, 2, 3, 4], ())
+
+
 def test_neighbours_are_read_around_each_slice_and_clamped(store: SliceStore) -> None:
     planes = ct_planes(6, 16)
     uid = put_series(store, "1.2.98", planes)
