@@ -354,9 +354,8 @@ class Job:
         return future
 
     def _submit(self, ac: Any) -> None:
-        # Two batches per worker thread keep each busy while the next result travels (also
-        # the first small probes: with one, a worker would wait a round trip for its next
-        # batch, 60 ms and more on a busy machine).
+        # Two batches per worker thread keep each busy while the next result travels: with
+        # one, a worker waits a round trip for its next batch, 60 ms and more on a busy machine.
         window = max(2, 2 * self._threads)
         while len(self._in_flight) < window:
             with self._lock:
