@@ -33,7 +33,13 @@ from pacslab.jobs.errors import (
     SchedulerLostError,
     StoreNotReadableError,
 )
-from pacslab.jobs.planning import TARGET_BATCH_SECONDS, job_id_for, needed_indices, plan_batch_size
+from pacslab.jobs.planning import (
+    MIN_BATCH_SECONDS,
+    TARGET_BATCH_SECONDS,
+    job_id_for,
+    needed_indices,
+    plan_batch_size,
+)
 from pacslab.jobs.progress import JobProgress, JobStatus, JobSummary, ProgressTracker, TextProgressBar
 from pacslab.jobs.spool import create_spool, remove_spool
 from pacslab.jobs.tasks import BatchResult, BatchSpec, SeriesInput, mark_cancelled, process_batch
@@ -54,6 +60,8 @@ DEFAULT_NO_WORKERS_TIMEOUT_S = 60.0
 WATCH_INTERVAL_S = 1.0
 # How long the driver waits for a result before it looks at its flags again.
 POLL_S = 0.05
+# Below this many shortest batches of work left per worker thread, batches go only to free threads.
+TAIL_BATCHES = 1
 # How long cancel() waits for the workers to take the cancel mark.
 CANCEL_TIMEOUT_S = 10.0
 
@@ -353,10 +361,22 @@ class Job:
         future: Future = self.client.scatter(pixels, hash=False)
         return future
 
+    def _in_tail(self) -> bool:
+        """True when what is left makes fewer than ``TAIL_BATCHES`` shortest batches per thread."""
+        left = self._remaining()
+        if self._fixed_batch_size:
+            return left < TAIL_BATCHES * self._threads * self._fixed_batch_size
+        if self._seconds_per_slice is None:
+            return False
+        return left * self._seconds_per_slice < TAIL_BATCHES * self._threads * MIN_BATCH_SECONDS
+
     def _submit(self, ac: Any) -> None:
         # Two batches per worker thread keep each busy while the next result travels: with
         # one, a worker waits a round trip for its next batch, 60 ms and more on a busy machine.
-        window = max(2, 2 * self._threads)
+        # But Dask hands a batch to a worker when it is submitted, so a last batch can wait
+        # behind another on one worker while the other worker has nothing left: once the
+        # remaining slices make only a few batches, one batch per thread, sent as one frees.
+        window = max(2, 2 * self._threads) if not self._in_tail() else max(1, self._threads)
         while len(self._in_flight) < window:
             with self._lock:
                 if self._cancel_requested.is_set():
