@@ -42,7 +42,14 @@ from pacslab.jobs.planning import (
 )
 from pacslab.jobs.progress import JobProgress, JobStatus, JobSummary, ProgressTracker, TextProgressBar
 from pacslab.jobs.spool import create_spool, remove_spool
-from pacslab.jobs.tasks import BatchResult, BatchSpec, SeriesInput, mark_cancelled, process_batch
+from pacslab.jobs.tasks import (
+    BUDGETED_READ_SLICES,
+    BatchResult,
+    BatchSpec,
+    SeriesInput,
+    mark_cancelled,
+    process_batch,
+)
 from pacslab.jobs.writer import ResultSink, SeriesTarget
 from pacslab.processing import Processor, registry
 from pacslab.store.results import ResultLock, ResultWriter
@@ -318,11 +325,14 @@ class Job:
                 )
                 if self._seconds_per_slice is not None:
                     self._planned_sizes.append(size)
-            indices = tuple(work.pending.popleft() for _ in range(min(size, len(work.pending))))
             # Until a batch has timed the processor, batches stop at the target duration and
             # hand back the slices they did not start: no probe tasks of a few slices, which
             # cost the scheduler as much as full ones, and no long first batch of a slow one.
             untimed = self._seconds_per_slice is None and not self._fixed_batch_size
+            if untimed and work.ship:
+                # Pixels shipped from here are read and sent whole, used or not.
+                size = min(size, BUDGETED_READ_SLICES)
+            indices = tuple(work.pending.popleft() for _ in range(min(size, len(work.pending))))
             return self._spec(work, indices, TARGET_BATCH_SECONDS if untimed else 0.0), work.ship
         return None
 

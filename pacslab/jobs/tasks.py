@@ -99,6 +99,9 @@ def _cancel_requested(name: str) -> bool:
 
 Pixels = Mapping[int, np.ndarray]
 
+# Slices read at a time by a batch with a time budget.
+BUDGETED_READ_SLICES = 8
+
 
 def _read(spec: BatchSpec, wanted: list[int], pixels: Pixels | None) -> np.ndarray:
     """Slices ``wanted`` as (n, channels, rows, cols) float32 in physical units (HU for CT)."""
@@ -166,25 +169,63 @@ def process_batch(spec: BatchSpec, pixels: Pixels | None = None) -> BatchResult:
             f"worker {result.worker} has {proc.name!r} version {proc.version}, the job needs {spec.version}; "
             "install the same version on every worker"
         )
+    started = (start, cpu)
+    pairs = list(zip(spec.indices, spec.sop_instance_uids, strict=True))
+    # A batch with a time budget may stop early: it reads its slices a few at a time, so the
+    # slices it hands back were not read for nothing.
+    step = BUDGETED_READ_SLICES if spec.seconds_budget > 0 else max(1, len(pairs))
+    for first in range(0, len(pairs), step):
+        if first and _over_budget(spec, first, started):
+            result.unprocessed = spec.indices[first:]
+            break
+        if not _run_part(spec, proc, pairs[first : first + step], first, started, pixels, result):
+            break
+    _timed(result, started)
+    return result
+
+
+def _run_part(
+    spec: BatchSpec,
+    proc: Any,
+    part: list[tuple[int, str]],
+    first: int,
+    started: tuple[float, float],
+    pixels: Pixels | None,
+    result: BatchResult,
+) -> bool:
+    """Read and run ``part``, the batch's (index, uid) pairs from position ``first`` on.
+
+    Returns False when the batch stops here (cancelled, or its time budget is used up).
+    """
     n = spec.series.n_slices
     nb = proc.neighbours if proc.input == "neighbours" else 0
-    wanted = needed_indices(spec.indices, nb, n)
+    wanted = needed_indices([index for index, _ in part], nb, n)
+    stack: np.ndarray | None
     try:
         stack = _read(spec, wanted, pixels)
     except Exception:
-        # Reading the whole batch failed: read slice by slice so only the bad ones fail.
-        return _per_slice(spec, proc, result, (start, cpu), pixels)
+        # Reading them together failed: read slice by slice so only the bad ones fail.
+        stack = None
     position = {index: k for k, index in enumerate(wanted)}
-    for k, (index, uid) in enumerate(zip(spec.indices, spec.sop_instance_uids, strict=True)):
+    for k, (index, uid) in enumerate(part, start=first):
         if _cancel_requested(spec.cancel_mark):
             result.cancelled = True
-            break
-        if _over_budget(spec, k, (start, cpu)):
+            return False
+        if _over_budget(spec, k, started):
             result.unprocessed = spec.indices[k:]
-            break
-        _run_one(spec, proc, index, uid, _input_for(index, stack, position, proc.input, n, nb), result)
-    _timed(result, (start, cpu))
-    return result
+            return False
+        if stack is not None:
+            _run_one(spec, proc, index, uid, _input_for(index, stack, position, proc.input, n, nb), result)
+            continue
+        alone = needed_indices([index], nb, n)
+        try:
+            one = _read(spec, alone, pixels)
+        except Exception:
+            result.failures.append((index, "reading the slice failed:\n" + traceback.format_exc()))
+            continue
+        own = {i: j for j, i in enumerate(alone)}
+        _run_one(spec, proc, index, uid, _input_for(index, one, own, proc.input, n, nb), result)
+    return True
 
 
 def _over_budget(spec: BatchSpec, started_slices: int, started: tuple[float, float]) -> bool:
@@ -203,27 +244,6 @@ def _timed(result: BatchResult, started: tuple[float, float]) -> None:
     """Record the batch's wall time and its worker process's CPU time since ``started``."""
     result.seconds = time.perf_counter() - started[0]
     result.cpu_seconds = time.process_time() - started[1]
-
-
-def _per_slice(
-    spec: BatchSpec, proc: Any, result: BatchResult, started: tuple[float, float], pixels: Pixels | None
-) -> BatchResult:
-    n = spec.series.n_slices
-    nb = proc.neighbours if proc.input == "neighbours" else 0
-    for k, (index, uid) in enumerate(zip(spec.indices, spec.sop_instance_uids, strict=True)):
-        if _over_budget(spec, k, started):
-            result.unprocessed = spec.indices[k:]
-            break
-        wanted = needed_indices([index], nb, n)
-        try:
-            stack = _read(spec, wanted, pixels)
-        except Exception:
-            result.failures.append((index, "reading the slice failed:\n" + traceback.format_exc()))
-            continue
-        position = {i: k for k, i in enumerate(wanted)}
-        _run_one(spec, proc, index, uid, _input_for(index, stack, position, proc.input, n, nb), result)
-    _timed(result, started)
-    return result
 
 
 def _run_one(
