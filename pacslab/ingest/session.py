@@ -154,7 +154,7 @@ class Ingest:
 
     def add_encoded(
         self,
-        data: bytes,
+        data: bytes | bytearray | memoryview,
         transfer_syntax_uid: str | None = None,
         sop_class_uid: str | None = None,
         sop_instance_uid: str | None = None,
@@ -170,6 +170,8 @@ class Ingest:
         here (on the receiving thread, while the next one arrives) rather than in :meth:`finish`.
         """
         self._check_open()
+        if not isinstance(data, bytes):
+            data = bytes(data)  # a multipart body gives bytearrays; the header scan keys on bytes
         if data[128:132] == b"DICM":
             content = data
         else:

@@ -109,9 +109,13 @@ def test_bytes_datasets_and_encoded_sources(store: SliceStore, tmp_path: Path) -
             sop_class_uid=ds.SOPClassUID,
             sop_instance_uid=ds.SOPInstanceUID,
         )
-        for f in files[4:]:
+        # What a multipart WADO-RS body hands over: a bytearray, or a view into one.
+        ingest.add_encoded(bytearray(files[4].read_bytes()))
+        ingest.add_encoded(memoryview(bytearray(files[5].read_bytes())))
+        for f in files[6:]:
             ingest.add_file(f)
     assert ingest.report is not None
+    assert ingest.report.rejected == []
     assert ingest.report.n_instances == len(files)
     assert_series_equals_files(store, ingest.report.series_uids[0], files)
 
