@@ -8,7 +8,6 @@ deflate bomb. What passes becomes one :class:`~pacslab.store.SliceSource` per fr
 
 from __future__ import annotations
 
-import functools
 import io
 import math
 import struct
@@ -22,11 +21,8 @@ from typing import Any, BinaryIO, cast
 
 import pydicom
 from pydicom import Dataset
-from pydicom.charset import convert_encodings, default_encoding
-from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_value_for_VR
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.pixels import get_decoder
-from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -35,6 +31,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from pacslab.dicom_elements import READ_AHEAD, dataset_of, walk_elements
 from pacslab.ingest.errors import (
     DecompressionBomb,
     EmptyFile,
@@ -72,17 +69,6 @@ _PIXEL_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"UN"}
 _FAST_SYNTAXES = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 _FAST_PHOTOMETRIC = {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"}
 _UNDEFINED = 0xFFFFFFFF
-# Every two-letter value representation pydicom knows, as encoded in an explicit VR file.
-_KNOWN_VRS = {vr.encode(): str(vr) for vr in pydicom.valuerep.VR if len(vr) == 2}
-_KNOWN_LONG_VRS = {str(vr) for vr in pydicom.valuerep.EXPLICIT_VR_LENGTH_32}
-_EMPTY_VALUES: dict[str | None, Any] = {
-    vr: empty_value_for_VR(vr, raw=True) for vr in [None, *_KNOWN_VRS.values()]
-}
-_ELEMENT_HEAD = struct.Struct("<HH2sH").unpack_from
-_IMPLICIT_HEAD = struct.Struct("<HHL").unpack_from
-_LONG_LENGTH = struct.Struct("<L").unpack_from
-# The header of a file is read in pieces of this size until its pixel data element is reached.
-_HEADER_CHUNK = 16 << 10
 # An inflated dataset above this goes to a temporary file rather than memory.
 _INFLATE_IN_MEMORY = 8 << 20
 _MAX_UID = 128
@@ -243,97 +229,26 @@ def _quick_meta(fp: BinaryIO) -> _QuickMeta | None:
     return _QuickMeta(syntax, sop_class, 144 + length)
 
 
-def _walk_elements(
-    buf: bytes, start: int, base: int, implicit: bool
-) -> tuple[dict[BaseTag, RawDataElement], int] | int | None:
-    """The top-level elements of an ordinary little endian header, as pydicom reads them.
-
-    Returns the elements (what pydicom's ``read_dataset`` would hold, still encoded) and the
-    offset in ``buf`` of the pixel data element; or the number of bytes needed when ``buf``
-    ends before the pixel data; or None for anything out of the ordinary (an undefined
-    length, a VR pydicom would guess at, tags out of order, no pixel data), which pydicom
-    then reads itself, so odd and broken files meet exactly its checks and warnings.
-    ``base`` is the file offset of ``buf[0]``.
-    """
-    end = len(buf)
-    pos = start
-    elements: dict[BaseTag, RawDataElement] = {}
-    previous = -1
-    if not implicit and end >= pos + 6 and buf[pos + 4 : pos + 6] not in _KNOWN_VRS:
-        return None
-    if implicit and end >= pos + 6 and 0x40 < buf[pos + 4] < 0x5B and 0x40 < buf[pos + 5] < 0x5B:
-        return None  # looks explicit: pydicom switches, with a warning
-    known_vrs, long_vrs, empty = _KNOWN_VRS, _KNOWN_LONG_VRS, _EMPTY_VALUES
-    while True:
-        if pos + 8 > end:
-            return pos + 8 + _HEADER_CHUNK
-        vr: str | None
-        if implicit:
-            group, elem, length = _IMPLICIT_HEAD(buf, pos)
-            vr = None
-            value_pos = pos + 8
-        else:
-            group, elem, vr_bytes, length = _ELEMENT_HEAD(buf, pos)
-            vr = known_vrs.get(vr_bytes)
-            if vr is None:
-                return None
-            value_pos = pos + 8
-            if vr in long_vrs:
-                if pos + 12 > end:
-                    return pos + 12 + _HEADER_CHUNK
-                (length,) = _LONG_LENGTH(buf, pos + 8)
-                value_pos = pos + 12
-        tag = group << 16 | elem
-        if tag in _PIXEL_TAGS:
-            return elements, pos
-        if tag <= previous or group == 0xFFFE or length == _UNDEFINED:
-            return None
-        pos = value_pos + length
-        if pos > end:
-            return pos + _HEADER_CHUNK
-        key = BaseTag(tag)
-        elements[key] = RawDataElement(
-            key, vr, length, buf[value_pos:pos] if length else empty[vr], base + value_pos, implicit, True
-        )
-        previous = tag
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_encodings(value: bytes | None, vr: str | None, implicit: bool) -> tuple[str, ...]:
-    raw = RawDataElement(BaseTag(0x00080005), vr, len(value or b""), value, 0, implicit, True)
-    return tuple(convert_encodings(cast(Any, convert_raw_data_element(raw).value)))
-
-
-def _encodings(charset: RawDataElement) -> list[str]:
-    """Python codecs of a Specific Character Set, as ``read_dataset`` sets them."""
-    return list(_cached_encodings(charset.value, charset.VR, charset.is_implicit_VR))
-
-
 def _read_header(
     fp: BinaryIO, start: int, size: int, implicit: bool, content: bytes | None
 ) -> tuple[Dataset, int] | None:
     """The header of an ordinary little endian file read without pydicom's reader (None if not
     ordinary), as a Dataset equal to ``read_dataset``'s and the file offset of its pixel data."""
     if content is not None:
-        walked = _walk_elements(content, start, 0, implicit)
+        walked = walk_elements(content, start, 0, implicit, stop_tags=_PIXEL_TAGS)
     else:
-        need = _HEADER_CHUNK
+        need = READ_AHEAD
         while True:
             fp.seek(start)
             buf = fp.read(need)
-            walked = _walk_elements(buf, 0, start, implicit)
+            walked = walk_elements(buf, 0, start, implicit, stop_tags=_PIXEL_TAGS)
             if not isinstance(walked, int) or len(buf) < need or walked > size - start:
                 break
             need = walked
     if not isinstance(walked, tuple):
         return None  # odd, or no pixel data before the end of the file: pydicom decides
     elements, pixel_at = walked
-    dataset = Dataset(cast(Any, elements), parent_encoding=default_encoding)
-    charset = elements.get(BaseTag(0x00080005))
-    dataset.set_original_encoding(
-        implicit, True, _encodings(charset) if charset is not None else default_encoding
-    )
-    return dataset, pixel_at if content is not None else start + pixel_at
+    return dataset_of(elements, implicit), pixel_at if content is not None else start + pixel_at
 
 
 def _at_pixel_data(tag: int, vr: str | None, length: int) -> bool:

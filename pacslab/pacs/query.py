@@ -16,6 +16,7 @@ Filter rules (what a user types):
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PN_DELIMS, TEXT_VR_DELIMS
 
+from pacslab.dicom_elements import encodings_of
 from pacslab.pacs.client import InstanceMatch, PatientMatch, SeriesMatch, StudyMatch
 from pacslab.pacs.errors import QueryFilterError
 
@@ -420,6 +422,8 @@ class _Answer:
     def __init__(self, answer: Answer) -> None:
         self.json: Mapping[str, Any] | None = None if isinstance(answer, Dataset) else answer
         self.ds = answer if isinstance(answer, Dataset) else Dataset()
+        # The elements as they are (raw until something converted them), by tag as a plain int.
+        self.elements: dict[int, Any] = {int(tag): elem for tag, elem in self.ds.items()}
         self._encodings: list[str] | None = None
 
     def _json_text(self, tag: int) -> str:
@@ -439,17 +443,20 @@ class _Answer:
 
     def _codecs(self) -> list[str]:
         if self._encodings is None:
-            charset = self.ds.get("SpecificCharacterSet") if 0x00080005 in self.ds else None
-            self._encodings = convert_encodings(charset or None)
+            charset = self.elements.get(_SPECIFIC_CHARACTER_SET)
+            if isinstance(charset, RawDataElement):
+                self._encodings = encodings_of(charset)
+            else:
+                self._encodings = convert_encodings(charset.value or None if charset is not None else None)
         return self._encodings
 
     def text(self, keyword: str) -> str:
-        tag = tag_for_keyword(keyword)
+        tag = _tag_of(keyword)
         if tag is None:
             return ""
         if self.json is not None:
             return self._json_text(tag)
-        elem = self.ds.get_item(tag)
+        elem = self.elements.get(tag)
         if elem is None:
             return ""
         if isinstance(elem, RawDataElement):
@@ -481,6 +488,8 @@ class _Answer:
         return tuple(v for v in self.text(keyword).split("\\") if v)
 
 
+_SPECIFIC_CHARACTER_SET = 0x00080005
+_tag_of = functools.lru_cache(maxsize=256)(tag_for_keyword)
 _TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UT"}
 )

@@ -1,5 +1,6 @@
-"""The lean DIMSE path: command sets as pynetdicom writes them, P-DATA items, and the same
-answers with and without it (pynetdicom's own path runs when its PDU log is shown)."""
+"""The lean DIMSE path: command sets as pynetdicom writes them, responses decoded as pynetdicom
+decodes them, P-DATA items, and the same answers with and without it (pynetdicom's own path
+runs when its PDU log is shown)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import logging
 from io import BytesIO
 
 import pytest
-from pydicom import dcmread
-from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
-from pynetdicom.dimse_primitives import C_STORE
+from pydicom import Dataset, dcmread
+from pynetdicom.dimse_messages import C_FIND_RSP, C_GET_RSP, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_STORE
+from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu import P_DATA_TF
 
+from pacslab.dicom_elements import decode_plain
 from pacslab.pacs import commands
 from pacslab.pacs.upper_layer import _p_data
 from tests.pacs.conftest import Collector, StudyFacts, _peer
@@ -120,3 +123,102 @@ def test_same_answers_through_pynetdicom_s_own_path(
     by_uid = {i.sop_instance_uid: i.data for i in plain.instances}
     assert all(i.data == by_uid[i.sop_instance_uid] for i in lean.instances)
     assert lean_studies.to_dataframe().equals(plain_studies.to_dataframe())
+
+
+def _response_command(primitive: C_FIND | C_GET, message: C_FIND_RSP | C_GET_RSP) -> bytes:
+    message.primitive_to_message(primitive)
+    first, *_ = list(message.encode_msg(1, 1 << 20))
+    (_, fragment), *_ = first.presentation_data_value_list
+    return bytes(fragment[1:])
+
+
+def _find_pending() -> bytes:
+    rsp = C_FIND()
+    rsp.MessageIDBeingRespondedTo = 12
+    rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
+    rsp.Status = 0xFF00
+    rsp.Identifier = BytesIO(b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ")
+    return _response_command(rsp, C_FIND_RSP())
+
+
+def _get_pending() -> bytes:
+    rsp = C_GET()
+    rsp.MessageIDBeingRespondedTo = 3
+    rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.3"
+    rsp.Status = 0xFF00
+    rsp.NumberOfRemainingSuboperations = 117
+    rsp.NumberOfCompletedSuboperations = 3
+    rsp.NumberOfFailedSuboperations = 0
+    rsp.NumberOfWarningSuboperations = 1
+    return _response_command(rsp, C_GET_RSP())
+
+
+def _get_failed() -> bytes:
+    rsp = C_GET()
+    rsp.MessageIDBeingRespondedTo = 3
+    rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.3"
+    rsp.Status = 0xA702
+    rsp.ErrorComment = "out of resources"
+    rsp.NumberOfCompletedSuboperations = 3
+    rsp.NumberOfFailedSuboperations = 117
+    return _response_command(rsp, C_GET_RSP())
+
+
+def _identifier(charset: str | list[str] | None, implicit: bool) -> bytes:
+    ds = Dataset()
+    if charset is not None:
+        ds.SpecificCharacterSet = charset
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.PatientName = "Yamada^Tarou=山田^太郎=やまだ^たろう" if charset else "Bench^Query01342"
+    ds.StudyDate = "20241127"
+    ds.StudyTime = ""
+    ds.ModalitiesInStudy = ["CT", "SEG"]
+    ds.NumberOfStudyRelatedInstances = 120
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.351"
+    ds.PixelSpacing = [0.5, 0.25]
+    item = Dataset()
+    item.CodeValue = "T-D3000"
+    ds.AnatomicRegionSequence = [item]  # written with a defined length
+    out = encode(ds, implicit, True)
+    assert out is not None
+    return out
+
+
+@pytest.mark.parametrize(
+    ("data", "implicit"),
+    [
+        (_find_pending(), True),
+        (_get_pending(), True),
+        (_get_failed(), True),
+        (_identifier(None, False), False),
+        (_identifier(None, True), True),
+        (_identifier(["", "ISO 2022 IR 87"], False), False),
+        (_identifier("ISO_IR 192", True), True),
+    ],
+    ids=["c-find pending", "c-get pending", "c-get failed", "explicit", "implicit", "iso 2022", "utf-8"],
+)
+def test_responses_decode_as_pynetdicom_decodes_them(data: bytes, implicit: bool) -> None:
+    ours = decode_plain(data, implicit)
+    theirs = decode(BytesIO(data), implicit, True)
+    assert ours is not None
+    assert ours == theirs
+    assert ours.original_character_set == theirs.original_character_set
+    assert [str(e.value) for e in ours] == [str(e.value) for e in theirs]
+
+
+def test_unusual_data_sets_are_left_to_pydicom() -> None:
+    undefined_length = (
+        b"\x08\x00\x52\x00CS\x06\x00STUDY "
+        + b"\x08\x00\x18\x22SQ\x00\x00\xff\xff\xff\xff"  # Anatomic Region Sequence
+        + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"  # an item of undefined length
+        + b"\x08\x00\x00\x01SH\x08\x00T-D3000 "
+        + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    )
+    assert len(decode(BytesIO(undefined_length), False, True).AnatomicRegionSequence) == 1
+    assert decode_plain(undefined_length, False) is None
+    plain = _identifier(None, False)
+    assert decode_plain(plain[:-3], False) is None, "truncated inside the last element"
+    assert decode_plain(plain[:5], False) is None, "truncated inside the first element head"
+    assert decode_plain(b"\x08\x00\x52\x00QQ\x06\x00STUDY ", False) is None, "a VR pydicom would guess at"
+    swapped = plain[18:36] + plain[:18]
+    assert decode_plain(swapped, False) is None, "tags out of order"
