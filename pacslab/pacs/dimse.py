@@ -194,15 +194,15 @@ class DimseClient(QueryRetrieveBase):
                 assoc = self._connector.associate(_QUERY_CONTEXTS, "C-FIND")
                 if self._keep_open:
                     self._query_assoc = assoc
-            try:
-                with busy(assoc):
+            with busy(assoc):  # the release too: its answer is then read at once
+                try:
                     yield assoc
-            finally:
-                if not self._keep_open:
-                    if assoc.is_established:
-                        assoc.release()
-                elif not assoc.is_established:
-                    self._query_assoc = None
+                finally:
+                    if not self._keep_open:
+                        if assoc.is_established:
+                            assoc.release()
+                    elif not assoc.is_established:
+                        self._query_assoc = None
 
     def _lost(self, assoc: Association, during: str, since: float) -> PacsError:
         """The error for a missing response: a timeout, or the peer went away."""
