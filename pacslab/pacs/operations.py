@@ -99,6 +99,8 @@ def _responses(
     msg_id: int,
     transfer_syntax: UID,
 ) -> Iterator[tuple[Dataset, Dataset | None]]:
+    # The pending responses to one C-FIND carry the same command set: decode it once.
+    last_command, status = b"", Dataset()
     try:
         while True:
             response = _next(assoc, responses)
@@ -106,7 +108,8 @@ def _responses(
                 yield Dataset(), None
                 return
             command, data = response
-            status = _decode(command, True, True)
+            if command != last_command:
+                last_command, status = command, _decode(command, True, True)
             identifier = None
             if data is not None:
                 identifier = _decode(data, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian)
