@@ -8,8 +8,19 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from pacslab.ingest import Ingest, IngestProgress, ingest_paths
+from pacslab.ingest.session import part10_head
 from pacslab.store import SliceStore
 from tests.ingest.dicom_files import ct_datasets, pixels, write_ct, write_datasets, write_mr
 
@@ -265,3 +276,28 @@ def test_an_error_inside_the_block_keeps_received_bytes_for_recovery(
     report = recover_inbox(store)
     assert report.n_instances == 3
     assert_series_equals_files(store, report.series_uids[0], files)
+
+
+def _pydicom_part10_head(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> bytes:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
+    head = DicomBytesIO()
+    head.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(head, meta, enforce_standard=True)
+    return bytes(head.getvalue())
+
+
+@pytest.mark.parametrize("sop_instance_uid", ["1.2.3.4.5", "1.2.3.4.56", "2.25." + "9" * 59])
+@pytest.mark.parametrize("transfer_syntax_uid", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000])
+def test_file_meta_of_a_bare_dataset_is_what_pydicom_writes(
+    sop_instance_uid: str, transfer_syntax_uid: str
+) -> None:
+    args = (CTImageStorage, sop_instance_uid, transfer_syntax_uid)
+    assert part10_head(*args) == _pydicom_part10_head(*args)
+
+
+def test_file_meta_with_a_non_ascii_uid_is_refused() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        part10_head(CTImageStorage, "1.2.3.\N{REPLACEMENT CHARACTER}", ExplicitVRLittleEndian)
