@@ -290,7 +290,7 @@ class DicomwebClient(QueryRetrieveBase):
         on_progress: OnProgress | None,
         messages: list[str],
     ) -> RetrieveSession:
-        """A session counting the request's instances now and listing them during the transfer."""
+        """A session counting the request's instances now, to list them if the transfer ends short."""
         if request.level == "IMAGE":
             return RetrieveSession("wado", on_instance, on_progress, list(request.sop_instance_uids))
         filters = query.make_filters(study_uid=request.study_uid, series_uid=request.series_uid or None)
@@ -305,7 +305,7 @@ class DicomwebClient(QueryRetrieveBase):
         except QueryFailed as exc:
             messages.append(f"could not count the instances beforehand ({exc})")
         session = RetrieveSession("wado", on_instance, on_progress, expected_count=count)
-        session.list_in_background(lambda: self._expected(request, messages))
+        session.list_when_short(lambda: self._expected(request, messages))
         return session
 
     def retrieve(

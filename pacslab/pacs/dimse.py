@@ -401,14 +401,22 @@ class DimseClient(QueryRetrieveBase):
     ) -> tuple[query.RetrieveRequest, RetrieveSession, list[str]]:
         """The request to send, its session, and the SOP classes to offer contexts for.
 
-        A study or series is counted first and listed instance by instance while it transfers.
+        A study or series is counted first, and listed instance by instance while it transfers
+        (C-MOVE) or only if it ends short of the count (C-GET).
         Asked-for instances are listed first: those the PACS does not hold are left out of the
         request (Orthanc refuses a whole C-GET when one UID is unknown) and count as missing.
         """
         if request.level != "IMAGE":
             count, classes = self._summary(request, messages)
             session = RetrieveSession(method, on_instance, on_progress, expected_count=count)
-            session.list_in_background(lambda: self._expected(request, messages)[0])
+
+            def list_uids() -> list[str] | None:
+                return self._expected(request, messages)[0]
+
+            if method == "c-move":
+                session.list_in_background(list_uids)  # tells our receiver whose an instance is
+            else:
+                session.list_when_short(list_uids)
             return request, session, classes
         listed, classes = self._expected(request, messages)
         if listed is None:

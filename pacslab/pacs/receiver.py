@@ -82,7 +82,7 @@ class RetrieveSession:
         Called with a :class:`RetrieveProgress` after each instance and each pending response.
     expected_uids : sequence of str, optional
         SOP Instance UIDs the PACS listed for the request (None when it could not say, or
-        while :meth:`list_in_background` is still asking).
+        while a listing is still to come).
     expected_count : int, optional
         How many instances the PACS counts for the request (for progress until the list is in).
     """
@@ -121,6 +121,7 @@ class RetrieveSession:
         self._worker: threading.Thread | None = None
         self.expected_count = expected_count
         self._lister: threading.Thread | None = None
+        self._list_later: Callable[[], Sequence[str] | None] | None = None
 
     @property
     def expected(self) -> int | None:
@@ -131,34 +132,48 @@ class RetrieveSession:
         """Ask for the expected SOP Instance UIDs while the transfer runs.
 
         Listing every instance can take a PACS longer than sending them (Orthanc reads each
-        instance to answer); overlapping the two hides that time.
+        instance to answer); overlapping the two hides that time. A C-MOVE needs the list
+        early: it tells which retrieve an instance belongs to when the PACS does not say.
         """
-
-        def run() -> None:
-            try:
-                uids = list_uids()
-            except Exception:  # the listing is a check; its failure must not stop the transfer
-                LOGGER.exception("listing the expected instances failed")
-                return
-            if uids is not None:
-                with self._changed:
-                    self.expected_uids = tuple(dict.fromkeys(uids))
-                    self._expected_set = set(self.expected_uids)
-
-        self._lister = threading.Thread(target=run, name="pacslab-listing", daemon=True)
+        self._lister = threading.Thread(
+            target=self._take_listing, args=(list_uids,), name="pacslab-listing", daemon=True
+        )
         self._lister.start()
 
+    def list_when_short(self, list_uids: Callable[[], Sequence[str] | None]) -> None:
+        """Ask for the expected SOP Instance UIDs only if the transfer ends short (see :meth:`settle`).
+
+        When every instance the PACS counted arrives, the list adds nothing; asking for it
+        alongside the transfer would take the PACS's and our time from the transfer itself.
+        """
+        self._list_later = list_uids
+
+    def _take_listing(self, list_uids: Callable[[], Sequence[str] | None]) -> None:
+        try:
+            uids = list_uids()
+        except Exception:  # the listing is a check; its failure must not stop the transfer
+            LOGGER.exception("listing the expected instances failed")
+            return
+        if uids is not None:
+            with self._changed:
+                self.expected_uids = tuple(dict.fromkeys(uids))
+                self._expected_set = set(self.expected_uids)
+
     def settle(self, timeout: float, clean: bool = False) -> None:
-        """Wait (up to ``timeout`` s) for the background listing, when it is needed.
+        """Have the listing in when it is needed (waiting up to ``timeout`` s for one in the
+        background, or asking now for one deferred by :meth:`list_when_short`).
 
         ``clean`` says the transfer ended without any error; then, if every instance the PACS
-        counted arrived, the list adds nothing and is not waited for.
+        counted arrived, the list adds nothing and is not asked for or waited for.
         """
         with self._changed:
             counted = self.expected_count
             complete = counted is not None and len(self._received_set) >= counted and not self.rejected_uids
         if clean and complete:
             return
+        if self._list_later is not None:
+            list_uids, self._list_later = self._list_later, None
+            self._take_listing(list_uids)
         if self._lister is not None:
             self._lister.join(timeout)
 
